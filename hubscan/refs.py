@@ -1,0 +1,103 @@
+"""The records that flow between stages: what a model is, what a file is, what a tensor is.
+
+Data flows one way — source → reader → layers → spectral → lake — and these frozen
+dataclasses are the only things passed across those boundaries. They are small and
+picklable (no open handles) so that Ray can ship them as *descriptors*; the bytes are
+fetched by whoever finally needs them (``TensorRef.load``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+__all__ = ["WeightFile", "ModelRef", "TensorRef", "SourceName", "model_key"]
+
+SourceName = Literal["local", "hf", "tv"]
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One weight file of a model.
+
+    Attributes:
+        path: name inside the repo / model folder (e.g. ``model-00001-of-00002.safetensors``);
+            for local files relative to ``ModelRef.location``.
+        size: bytes, where the source knows it before download.
+        sha256: content hash (the Hub's LFS sha256, or computed for local files). Results are
+            keyed by it so that a file shared by many repos is analysed once.
+        url: where a remote file is fetched from (``None`` for local files).
+    """
+
+    path: str
+    size: int | None = None
+    sha256: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One model revision, as a source enumerates it — before any weight is downloaded.
+
+    ``revision`` must be immutable (commit sha, content hash), because it is part of the
+    idempotency key of every row we write.
+    """
+
+    source: str
+    repo_id: str
+    revision: str
+    files: tuple[WeightFile, ...] = ()
+    arch: str | None = None
+    model_type: str | None = None
+    library: str | None = None
+    params: int | None = None
+    downloads: int | None = None
+    likes: int | None = None
+    tags: tuple[str, ...] = ()
+    gated: bool = False
+    location: str | None = None
+    # Free-form metadata a source knows (torchvision: acc@1, acc@5, weights enum, URL).
+    # Excluded from hash/eq: dicts are unhashable and metadata does not identify a model.
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    config: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size or 0 for f in self.files)
+
+    @property
+    def uri(self) -> str:
+        """``source://repo_id@revision`` — how the CLI and error messages name a model."""
+        return f"{self.source}://{self.repo_id}@{self.revision}"
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """One tensor of a checkpoint, not yet loaded.
+
+    ``dtype`` is the safetensors spelling (``F32``, ``BF16``, ``F8_E4M3``, ``I64`` …) for every
+    reader, so layer rules do not depend on the file format. ``load()`` returns the tensor in
+    its stored dtype (upcasting is the analysis stage's job) and may be called once.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    file: str
+    load: Callable[[], Any] = field(repr=False, compare=False, hash=False)
+    offset: int | None = None  # byte offset of the data inside the file, when known
+    nbytes: int | None = None
+
+
+def model_key(source: str, repo_id: str, revision: str, analysis_version: str) -> str:
+    """The idempotency key of a model analysis: ``source/repo@revision#analysis_version``.
+
+    Writes are at-least-once; every view deduplicates on this key.
+    """
+    return f"{source}/{repo_id}@{revision}#{analysis_version}"
+
+
+def short_hash(text: str, n: int = 16) -> str:
+    """Stable short hex digest, used for deterministic file names."""
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
