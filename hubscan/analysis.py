@@ -48,7 +48,7 @@ from .refs import TensorRef
 from .results import LayerResult
 from .spectral import Spectrum, eigenvalues, layer_metrics, num_pl_spikes, resolve_device, warning_label
 
-__all__ = ["analyze_tensors", "analyze", "model_summary", "FIT_BATCH", "LAYER_COLUMNS"]
+__all__ = ["analyze_tensors", "analyze", "model_summary", "fit_pending", "PendingFit", "FIT_BATCH", "LAYER_COLUMNS"]
 
 #: Analysed layers whose power-law fits go into one batched call.
 FIT_BATCH = 32
@@ -79,8 +79,12 @@ _PROVENANCE = ("file_sha256", "analysis_version", "model_key", "written_at")
 
 
 @dataclass
-class _Pending:
-    """An analysed layer waiting for its batched power-law fit."""
+class PendingFit:
+    """An analysed layer (row, layer rules, spectrum) waiting for its batched power-law fit.
+
+    Public so that a re-fit from stored spectra (``hubscan.refit``) runs the very same fit
+    stage as a fresh analysis instead of a copy of it.
+    """
 
     row: dict[str, Any]
     lm: LayerMatrix
@@ -119,17 +123,17 @@ def analyze_tensors(
         fail the file.
     """
     device = resolve_device(options.device)
-    buffer: list[LayerResult | _Pending] = []
+    buffer: list[LayerResult | PendingFit] = []
     n_pending = 0
     for layer_id, ref in enumerate(tensors):
         item = _spectral_stage(ref, layer_id, options, config, module_kinds, device)
         buffer.append(item)
-        if isinstance(item, _Pending):
+        if isinstance(item, PendingFit):
             n_pending += 1
             if n_pending >= fit_batch:
-                yield from _finish(buffer, options, device)
+                yield from fit_pending(buffer, options, device)
                 buffer, n_pending = [], 0
-    yield from _finish(buffer, options, device)
+    yield from fit_pending(buffer, options, device)
 
 
 def _base_row(ref: TensorRef, layer_id: int, options: AnalysisOptions) -> dict[str, Any]:
@@ -163,7 +167,7 @@ def _file_level(exc: BaseException) -> bool:
 
 def _spectral_stage(ref: TensorRef, layer_id: int, options: AnalysisOptions,
                     config: Mapping[str, Any] | None, module_kinds: Mapping[str, ModuleKind] | None,
-                    device: torch.device) -> LayerResult | _Pending:
+                    device: torch.device) -> LayerResult | PendingFit:
     """Classify, load and eigen-solve one tensor; the fit comes later, in a batch."""
     row = _base_row(ref, layer_id, options)
     kind_hint = module_kinds.get(row["longname"]) if module_kinds is not None else None
@@ -193,13 +197,13 @@ def _spectral_stage(ref: TensorRef, layer_id: int, options: AnalysisOptions,
         return _error(row, exc)
     finally:
         tensor = None  # noqa: F841 - release the weights before the next tensor loads
-    return _Pending(row=row, lm=lm, spec=spec)
+    return PendingFit(row=row, lm=lm, spec=spec)
 
 
-def _finish(buffer: list[LayerResult | _Pending], options: AnalysisOptions,
+def fit_pending(buffer: list[LayerResult | PendingFit], options: AnalysisOptions,
             device: torch.device) -> Iterator[LayerResult]:
     """Fit every pending layer of the buffer in one batch, then emit the buffer in order."""
-    pending = [p for p in buffer if isinstance(p, _Pending)]
+    pending = [p for p in buffer if isinstance(p, PendingFit)]
     fits, seconds = _fit_batch([p.spec.evals for p in pending], options, device)
     # One batched call fits them all; charge each layer its share by spectrum length.
     total = sum(p.spec.evals.size for p in pending) or 1
@@ -251,7 +255,7 @@ def _clip_xmax(evals: np.ndarray, first: PowerLawFit, device: torch.device,
     return first
 
 
-def _complete(p: _Pending, fit: PowerLawFit, options: AnalysisOptions) -> LayerResult:
+def _complete(p: PendingFit, fit: PowerLawFit, options: AnalysisOptions) -> LayerResult:
     """All fit-dependent columns of one analysed layer."""
     row, lm, ev = p.row, p.lm, p.spec.evals
     ok = fit.ok and bool(np.isfinite(fit.alpha))

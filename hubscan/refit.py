@@ -332,14 +332,14 @@ def _refit_file(lake: Any, sha: str, src_version: str, options: AnalysisOptions,
         spec = Spectrum(evals=evals, N=int(old["N"]), sv_max=old["sv_max"],
                         sv_min=old["sv_min"], rank_loss=old["rank_loss"])
         carried[id(row)] = {k: v for k, v in base.items() if k not in FIT_COLUMNS}
-        buffer.append(analysis._Pending(row=row, lm=lm, spec=spec))
+        buffer.append(analysis.PendingFit(row=row, lm=lm, spec=spec))
 
     device = resolve_device(options.device)
     out_rows: list[dict[str, Any]] = []
     spectra_rows: list[dict[str, Any]] = []
     for chunk in _chunks(buffer, analysis.FIT_BATCH):
-        pending = [b for b in chunk if isinstance(b, analysis._Pending)]
-        fitted = iter(analysis._finish(pending, options, device)) if pending else iter(())
+        pending = [b for b in chunk if isinstance(b, analysis.PendingFit)]
+        fitted = iter(analysis.fit_pending(pending, options, device)) if pending else iter(())
         for item in chunk:
             if isinstance(item, _Done):
                 out_rows.append(item.row)
@@ -374,7 +374,7 @@ def _chunks(items: list[Any], n_pending: int) -> Iterable[list[Any]]:
     count = 0
     for it in items:
         chunk.append(it)
-        if isinstance(it, analysis._Pending):
+        if isinstance(it, analysis.PendingFit):
             count += 1
             if count >= n_pending:
                 yield chunk
