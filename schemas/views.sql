@@ -73,10 +73,15 @@ SELECT * FROM layers
 WHERE model_key IN (SELECT model_key FROM models_latest);
 
 -- Per-model metrics computed from the layer rows (METHOD.md §5: as SQL over the layer table,
--- so they never disagree with it). Means/median over valid alphas.
+-- so they never disagree with it). Alpha-dependent means/median over valid fits; the
+-- fit-independent ones (log_norm, log_spectral_norm, stable_rank) over every analysed matrix,
+-- exactly as hubscan.analysis.model_summary fills the models table.
 CREATE OR REPLACE VIEW model_summary AS
 WITH l AS (
-    SELECT *, (status = 'ok' AND alpha IS NOT NULL AND NOT isnan(alpha)) AS valid FROM layers
+    SELECT *, (status = 'ok' AND alpha IS NOT NULL AND NOT isnan(alpha)) AS valid,
+              (status IN ('ok', 'fit-failed')) AS analysed,
+              coalesce(string_split(warning, ','), []) AS warnings
+    FROM layers
 )
 SELECT model_key,
        count(*)                                                      AS n_layers,
@@ -88,14 +93,14 @@ SELECT model_key,
        count(*) FILTER (WHERE valid AND alpha BETWEEN 2 AND 6)
            / nullif(count(*) FILTER (WHERE valid), 0)                AS frac_alpha_2_6,
        avg(alpha_weighted) FILTER (WHERE valid AND NOT isnan(alpha_weighted)) AS alpha_weighted_mean,
-       avg(log_norm) FILTER (WHERE valid AND NOT isnan(log_norm))    AS log_norm_mean,
-       avg(log_spectral_norm) FILTER (WHERE valid AND NOT isnan(log_spectral_norm))
+       avg(log_norm) FILTER (WHERE analysed AND NOT isnan(log_norm)) AS log_norm_mean,
+       avg(log_spectral_norm) FILTER (WHERE analysed AND NOT isnan(log_spectral_norm))
                                                                      AS log_spectral_norm_mean,
        avg(log_alpha_norm) FILTER (WHERE valid AND NOT isnan(log_alpha_norm))
                                                                      AS log_alpha_norm_mean,
-       avg(stable_rank) FILTER (WHERE valid AND NOT isnan(stable_rank)) AS stable_rank_mean,
-       count(*) FILTER (WHERE warning = 'over-trained')              AS n_over_trained,
-       count(*) FILTER (WHERE warning = 'under-trained')             AS n_under_trained,
+       avg(stable_rank) FILTER (WHERE analysed AND NOT isnan(stable_rank)) AS stable_rank_mean,
+       count(*) FILTER (WHERE list_contains(warnings, 'over-trained'))  AS n_over_trained,
+       count(*) FILTER (WHERE list_contains(warnings, 'under-trained')) AS n_under_trained,
        count(*) FILTER (WHERE warning IS NOT NULL AND warning <> '') AS n_warnings
 FROM l
 GROUP BY model_key;
@@ -119,10 +124,11 @@ WITH m AS (
                / nullif(count(*) FILTER (WHERE valid), 0)                AS frac_alpha_2_6,
            avg(alpha_weighted) FILTER (WHERE valid AND NOT isnan(alpha_weighted))
                                                                          AS alpha_weighted_mean,
-           count(*) FILTER (WHERE warning = 'over-trained')              AS n_over_trained,
-           count(*) FILTER (WHERE warning = 'under-trained')             AS n_under_trained,
+           count(*) FILTER (WHERE list_contains(warnings, 'over-trained'))  AS n_over_trained,
+           count(*) FILTER (WHERE list_contains(warnings, 'under-trained')) AS n_under_trained,
            count(*) FILTER (WHERE warning IS NOT NULL AND warning <> '') AS n_warnings
-    FROM (SELECT *, (status = 'ok' AND alpha IS NOT NULL AND NOT isnan(alpha)) AS valid
+    FROM (SELECT *, (status = 'ok' AND alpha IS NOT NULL AND NOT isnan(alpha)) AS valid,
+                 coalesce(string_split(warning, ','), []) AS warnings
           FROM layers_latest)
     GROUP BY ALL
 )

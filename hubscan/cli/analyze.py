@@ -25,7 +25,7 @@ _console = Console(stderr=True)
 @app.command("analyze")
 def analyze_command(
     paths: list[str] = typer.Argument(..., help="Checkpoint files/folders, hf://owner/name[@rev], tv://model[:WEIGHTS]."),
-    lake: Path = typer.Option(Path("lake"), "--lake", help="Lake folder or object-store URI."),
+    lake: str = typer.Option("lake", "--lake", envvar="HUBSCAN_LAKE", help="Lake folder or object-store URI (s3://bucket/prefix)."),
     convention: str = typer.Option("ww", "--convention", help="ww (weightwatcher 0.7.x) or seed (σ²/N, powerlaw 1.5 xmax=max)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     min_evals: int = typer.Option(8, "--min-evals", help="Skip matrices with fewer eigenvalues."),
@@ -61,7 +61,7 @@ def analyze_command(
         _console.print("[red]nothing to analyse[/]")
         raise typer.Exit(2)
 
-    the_lake = Lake(str(lake))
+    the_lake = Lake(lake)
     done = set() if force else the_lake.done_model_keys(options.analysis_version)
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
