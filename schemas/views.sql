@@ -48,7 +48,7 @@ QUALIFY row_number() OVER (PARTITION BY file_sha256, tensor, analysis_version
 -- Failure rows (not filtered by commit: a model that never committed still failed).
 CREATE OR REPLACE VIEW failures AS
 SELECT * FROM raw_failures
-QUALIFY row_number() OVER (PARTITION BY model_key, stage, attempt
+QUALIFY row_number() OVER (PARTITION BY model_key, stage, file, attempt
                            ORDER BY written_at DESC, source DESC, scan_date DESC) = 1;
 
 -- One row per scan run (a scan rewrites its row when it finishes: newest wins).
