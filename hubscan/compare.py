@@ -11,7 +11,10 @@
   lognormal (σ > 0; normal in log x truncated at log xmin) and truncated power law
   (α > 1, λ > 0);
 - ``R = Σ (ln p_pl − ln p_alt)``; ``p = erfc(|R| / √(2nσ²))`` (Vuong), except for the nested
-  truncated power law, ``p = 1 − χ²₁(|2R|)``; the reported R is ``R/√(nσ²)``.
+  truncated power law, ``p = 1 − χ²₁(|2R|)``; the reported R is ``R/√(nσ²)``;
+- one deliberate difference: when an alternative converges onto the power law itself
+  (pointwise log-ratios equal to within 1e-6) Vuong's ratio is 0/0 and we report R = 0,
+  p = 1, where powerlaw reports whatever rounding or an unconverged optimiser gives.
 
 powerlaw 1.5 finds the alternatives' parameters with Nelder–Mead from fixed starting points
 (tolerance 1e-4, sometimes a local or unconverged point). Here each maximisation is exact:
@@ -39,6 +42,9 @@ __all__ = ["Comparison", "ALTERNATIVES", "distribution_compare", "SIGNIFICANCE"]
 ALTERNATIVES: tuple[str, ...] = ("exponential", "stretched_exponential", "lognormal", "truncated_power_law")
 #: p-value at or below which the sign of R is taken as significant (seed 000).
 SIGNIFICANCE = 0.05
+#: Below this standard deviation of the pointwise log-likelihood ratio two fitted models
+#: are the same model on the data (R = 0, p = 1), see ``_loglikelihood_ratio``.
+IDENTICAL_SPREAD = 1e-6
 # powerlaw replaces log-likelihoods of -inf by log(10**min_10_exp) before taking the ratio.
 _MIN_LOGLIK = math.log(10.0 ** -307)
 
@@ -142,8 +148,8 @@ def _loglikelihood_ratio(l1: np.ndarray, l2: np.ndarray, *, nested: bool,
                          normalized_ratio: bool) -> tuple[float, float]:
     """powerlaw 1.5 ``loglikelihood_ratio`` (Vuong's test; χ²₁ when nested).
 
-    Where powerlaw divides 0 by 0 (both models give the same likelihood to every point)
-    this returns R = 0, p = 1.
+    Where the models coincide on the data (the spread of the pointwise log-ratio is below
+    ``IDENTICAL_SPREAD``) this returns R = 0, p = 1; powerlaw divides (nearly) 0 by 0.
     """
     l1 = np.where(l1 == -np.inf, _MIN_LOGLIK, l1)
     l2 = np.where(l2 == -np.inf, _MIN_LOGLIK, l2)
@@ -151,7 +157,11 @@ def _loglikelihood_ratio(l1: np.ndarray, l2: np.ndarray, *, nested: bool,
     diff = l1 - l2
     R = float(np.sum(diff))
     variance = float(np.sum((diff - (np.mean(l1) - np.mean(l2))) ** 2) / n)
-    if variance <= 0:  # identical models on this data (e.g. an alternative at its power-law limit)
+    if math.sqrt(variance) <= IDENTICAL_SPREAD:
+        # The two log-densities differ by the same constant (to 1e-6) at every point: the
+        # alternative has converged onto the power law (its limit; a lognormal far out on
+        # its ridge). Vuong's statistic is then 0/0 — rounding decides its sign and size —
+        # and the models are the same: no evidence either way.
         return 0.0, 1.0
     if nested:
         p = float(1 - stats.chi2.cdf(abs(2 * R), 1))

@@ -7,14 +7,14 @@ candidate. This module computes the *same* numbers (same candidate set, same KS 
 same first-index tie-break, so the same xmin), for a whole batch of spectra in one torch
 call, in float64, on CUDA when there is one:
 
-- every candidate's MLE from suffix sums in O(n) per spectrum (``_tail_log_sums``);
+- every candidate's MLE from suffix sums in O(n) per spectrum (``ks_search.tail_log_sums``);
 - ``truncated``: the true MLE of the power law truncated to [xmin, xmax] for all candidates
   together (a safeguarded vectorised Newton solve, ``_solve_truncated``);
-- KS distances with the references' exact definitions (``_max_deviation``), but not all of
-  them: D at a few points of a tail is a *lower bound* of its D, so all candidates are bounded
-  cheaply and exact D is computed only, in order of increasing bound, for candidates whose
-  bound does not exceed the best exact D found so far (``_select``). The winner is exactly
-  the reference's; the D-vs-xmin curve (``return_curve=True``) is computed in full.
+- KS distances with the references' exact definitions, but not all of them: D at a few
+  points of a tail is a *lower bound* of its D, so all candidates are bounded cheaply and
+  exact D is computed only, in order of increasing bound, for candidates whose bound does
+  not exceed the best exact D found so far (``ks_search.select_xmin``). The winner is
+  exactly the reference's; the D-vs-xmin curve (``return_curve=True``) is computed in full.
 
 The three fitters (see docs/fitting.md):
 
@@ -22,8 +22,9 @@ The three fitters (see docs/fitting.md):
               largest (duplicates kept), ``alpha = 1 + n / Σ ln(x/xmin)``, D against the
               untruncated CDF at every tail point with empirical CDF ``j/n``; fewer than 20
               points → 0.7.7's small-N path (tails ≥ 8 points, ``alpha = 1 + (n-1)/Σ ln``,
-              xmin chosen by ``D − 0.868/√n``). Data: ``evals > 1e-5`` (the threshold
-              weightwatcher's caller applies; here ``threshold``).
+              first argmin of D — its ``D − 0.868/√n`` objective is overridden by
+              ``WWFit.__init__``). Data: ``evals > 1e-5`` (the threshold weightwatcher's
+              caller applies; here ``threshold``).
 ``seed``      powerlaw 1.5 ``Fit(evals, xmax=max(evals))``: candidates = unique values but the
               largest, the same untruncated alpha, D = max(D+, D−) against the CDF truncated
               at xmax, at the unique values, empirical CDF = fraction of the tail strictly below.

@@ -7,10 +7,10 @@ points), hubscan maximises exactly. So the tests check, per spectrum and alterna
    evaluated with independent, numerically stable formulas (scipy.stats.truncnorm for the
    lognormal, mpmath's incomplete gamma for the truncated power law) — powerlaw's own
    numbers underflow on some ridges (e.g. exp(−727) in its lognormal density);
-2. where both optimisers reached the same optimum (log-likelihoods within 1e-4), R and p
-   agree with powerlaw's to 1e-2 (absolute, and relative to |R|): powerlaw's parameters are
-   Nelder–Mead approximations (xtol = ftol = 1e-4), and the normalised R moves by up to
-   ~5e-3 under perturbations of that size (measured maxima are printed); most comparisons
+2. where both optimisers reached the same optimum (log-likelihoods within 1e-6), R and p
+   agree with powerlaw's to 5e-3 (absolute, and relative to |R|): powerlaw's parameters are
+   Nelder–Mead approximations (xtol = ftol = 1e-4), which moves R and p by ~1e-3
+   (measured maxima are printed); most comparisons
    fall in this case (asserted, so the test cannot pass vacuously).
 """
 
@@ -110,19 +110,19 @@ def test_agrees_with_powerlaw():
             ll_theirs = _independent_loglik(name, theirs, tail, fit.xmin)
             ll_ours = _our_loglik(ours, name, tail, fit.xmin)
             assert ll_ours >= ll_theirs - 1e-6, (label, name, ll_ours, ll_theirs)
-            if ll_ours - ll_theirs > 1e-4:  # powerlaw stopped short of the optimum (or elsewhere)
+            if ll_ours - ll_theirs > 1e-6:  # powerlaw stopped short of the optimum (or elsewhere)
                 continue
             same_point += 1
             R, p = _quiet(ref.distribution_compare, "power_law", name, normalized_ratio=True)
             raw, _ = _quiet(ref.distribution_compare, "power_law", name, normalized_ratio=False)
             dp = abs(getattr(ours, f"p_{name}") - p)
             worst_p = max(worst_p, dp)
-            assert dp <= 1e-2, (label, name, getattr(ours, f"p_{name}"), p)
+            assert dp <= 5e-3, (label, name, getattr(ours, f"p_{name}"), p)
             if abs(raw) > 1e-3:  # else both models give the same likelihoods: R is 0/0
                 dR = abs(getattr(ours, f"R_{name}") - R)
                 worst_R = max(worst_R, dR)
-                assert dR <= 1e-2 * max(1.0, abs(R)), (label, name, getattr(ours, f"R_{name}"), R)
-    assert same_point >= 0.6 * total, (same_point, total)
+                assert dR <= 5e-3 * max(1.0, abs(R)), (label, name, getattr(ours, f"R_{name}"), R)
+    assert same_point >= 0.5 * total, (same_point, total)
     print(f"\ncompare vs powerlaw: {same_point}/{total} at the same optimum; "
           f"max |ΔR|={worst_R:.1e} max |Δp|={worst_p:.1e}")
 
