@@ -43,7 +43,7 @@ from .layers import LayerMatrix, ModuleKind, Skip, classify, dtype_string, longn
 from .mp import fit_mp
 from .options import AnalysisOptions
 from .phases import classify_phase, ht_class, is_poor_fit, is_rank_collapsed
-from .powerlaw_fit import PowerLawFit, fit_power_law_batch
+from .powerlaw_fit import PowerLawFit, default_threshold, fit_power_law_batch
 from .refs import TensorRef
 from .results import LayerResult
 from .spectral import Spectrum, eigenvalues, layer_metrics, num_pl_spikes, resolve_device, warning_label
@@ -241,7 +241,7 @@ def _clip_xmax(evals: np.ndarray, first: PowerLawFit, device: torch.device,
 
     All clipped variants are fitted in one batch; the choice replays weightwatcher's loop.
     """
-    threshold = 1e-5 if kw["fitter"] == "ww" else 0.0
+    threshold = default_threshold(kw["fitter"])
     data = np.sort(evals[evals > threshold])
     clips = [k for k in range(2, _MAX_FINGERS) if k < data.size - 1]
     refits = fit_power_law_batch([data[:-k] for k in clips], device=device, **kw)
@@ -286,7 +286,7 @@ def _compare(evals: np.ndarray, fit: PowerLawFit, options: AnalysisOptions) -> d
     """Power law vs exponential, stretched exponential, lognormal, truncated power law."""
     from .compare import distribution_compare
 
-    threshold = 1e-5 if options.effective_fitter == "ww" else 0.0
+    threshold = default_threshold(options.effective_fitter)
     data = evals[evals > threshold]
     xmax = None if options.effective_fitter == "ww" else float(fit.xmax)
     try:

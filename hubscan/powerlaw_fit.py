@@ -185,6 +185,7 @@ def fit_power_law(
     threshold: float | None = None,
     return_curve: bool = False,
     device: str | torch.device | None = None,
+    convention: Fitter | None = None,
 ) -> PowerLawFit:
     """Fit a power law to the tail of one spectrum, choosing xmin by minimum KS distance.
 
@@ -203,6 +204,8 @@ def fit_power_law(
         threshold: fit ``evals > threshold``; default ``default_threshold(fitter)``.
         return_curve: also return every candidate's D (``candidates_xmin``/``candidates_D``).
         device: torch device; default CUDA when available, else CPU.
+        convention: alias of ``fitter`` (``ww`` | ``seed`` | ``truncated``), the spelling of
+            ``AnalysisOptions.convention``; when given it wins.
 
     Returns:
         A ``PowerLawFit``. Never raises for empty, tiny, constant or otherwise degenerate data:
@@ -214,7 +217,7 @@ def fit_power_law(
         3.0
     """
     return fit_power_law_batch(
-        [evals], fitter=fitter, xmin=xmin, xmax=xmax, xmin_range=xmin_range,
+        [evals], fitter=convention or fitter, xmin=xmin, xmax=xmax, xmin_range=xmin_range,
         min_tail=min_tail, threshold=threshold, return_curve=return_curve, device=device,
     )[0]
 

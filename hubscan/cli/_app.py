@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 
-import typer
+# Before numpy loads: OpenBLAS threads busy-wait after each call and starve torch's threads
+# (fits right after a numpy call measured up to 50x slower). Torch does the heavy lifting.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import typer  # noqa: E402
 
 app = typer.Typer(
     name="hubscan",
