@@ -19,7 +19,7 @@ from rich.table import Table
 
 from ._app import app
 
-_console = Console(stderr=True)
+_console = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 140)
 
 
 @app.command("analyze")
@@ -112,7 +112,8 @@ def _print_summary(results) -> None:
             str(m.get("n_failed")), _fmt(m.get("alpha_mean")),
             "—" if frac is None else f"{100 * frac:.0f}%", ", ".join(warn) or "—",
         )
-    Console().print(table)
+    out = Console()
+    Console(width=None if out.is_terminal else 140).print(table)
     for r in results:
         for f in r.failures:
             _console.print(f"[yellow]failure[/] {r.model.get('repo_id')}: {f.get('error_class')}: {f.get('message')}")
