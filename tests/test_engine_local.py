@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hubscan.engine.demo import demo_spec, ensure_demo_models
+from hubscan.engine.local import LocalExecutor
 from hubscan.engine.plan import order_refs, plan_scan
 from hubscan.engine.scan import run_scan
 from hubscan.lake import Lake
@@ -250,3 +251,42 @@ def test_unwritable_lake_fails_the_scan_without_raising(tmp_path, demo_models):
     s = run_scan(spec, executor="local", progress=False)
     assert s.status == "failed" and s.error
     assert s.n_ok == 0
+
+
+class RecordingLocal(LocalExecutor):
+    """The real local executor, recording which models were handed to it."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.submitted: list[str] = []
+
+    def submit(self, task, *, deadline_s):
+        self.submitted.append(task.ref.repo_id)
+        super().submit(task, deadline_s=deadline_s)
+
+
+def test_an_analysis_stack_that_cannot_import_fails_the_scan_before_any_model(
+        tmp_path, demo_models, monkeypatch):
+    """The local executor imports the analysis stack at start, on the driver's thread (as a
+    Ray actor does): a broken installation fails the scan at once — no model is started,
+    none is written as failed — and the import is never charged to a model's deadline."""
+    import sys
+
+    from hubscan.engine.base import WorkerConfig
+
+    spec = spec_for(tmp_path / "lake", demo_models[0].parent)
+    import hubscan
+
+    monkeypatch.delattr(hubscan, "analysis", raising=False)
+    monkeypatch.delitem(sys.modules, "hubscan.analysis", raising=False)
+    monkeypatch.setitem(sys.modules, "hubscan.analysis", None)  # import raises ImportError
+    ex = RecordingLocal(WorkerConfig(options=spec.analysis), slots=2)
+    s = run_scan(spec, executor=ex, progress=False)
+    assert s.status == "failed" and "hubscan.analysis" in s.error
+    assert (s.n_planned, ex.submitted) == (6, [])
+    lake = Lake(str(tmp_path / "lake"))
+    assert lake.query("SELECT count(*) FROM raw_models").column(0)[0].as_py() == 0
+    assert lake.query("SELECT count(*) FROM raw_failures").column(0)[0].as_py() == 0
+    monkeypatch.undo()  # the installation is repaired: the next run analyses every model
+    again = run_scan(spec, executor="local", progress=False)
+    assert (again.status, again.n_skipped, again.n_ok) == ("completed", 0, 6)

@@ -109,7 +109,7 @@ def test_three_triggers_analyse_only_what_changed_on_the_hub(fakehub, tmp_path):
     clock.set(datetime(2026, 1, 2, 2, 0, tzinfo=UTC))
     finish_run()                                              # trigger 3: next night
     sched.stop()
-    loop.join(30)
+    loop.join(60)
     assert not loop.is_alive()
 
     runs = sched.records("nightly")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -105,6 +107,26 @@ def test_dry_run_changes_nothing(tmp_path):
     names = sorted(e.path for e in _files(lake))
     rep = lake.compact(dry_run=True)
     assert rep.groups and sorted(e.path for e in _files(lake)) == names
+
+
+def test_a_stale_delete_never_moves_a_rewritten_file_away(tmp_path):
+    """Deleting a listed file that was rewritten since (a retried unit) keeps the newer file
+    *in place*: not moved aside and linked back, which would leave a moment without it, in
+    which a concurrent reader's listing misses a committed unit or its open fails (ENOENT)."""
+    storage = Lake(tmp_path / "lake", fsync=False).storage
+    path = storage.path("models", "source=local", "scan_date=2026-11-01", "part-a.v1.parquet")
+    storage.write_atomic(path, b"old")
+    (listed,) = storage.list_files("models")
+    storage.write_atomic(path, b"newer")
+    before = os.stat(path)
+    time.sleep(0.05)  # a rename or link of the file would move its ctime by at least a tick
+    assert storage.delete_if_unchanged(listed) is False
+    after = os.stat(path)
+    assert (after.st_ino, after.st_ctime_ns, after.st_nlink) == (before.st_ino, before.st_ctime_ns, 1)
+    assert open(path, "rb").read() == b"newer"
+    assert not [e for e in storage.list_files() if e.path != path]  # no aside copy left
+    (current,) = storage.list_files("models")
+    assert storage.delete_if_unchanged(current) is True and not os.path.exists(path)
 
 
 def test_a_file_rewritten_during_compaction_is_not_deleted(tmp_path, monkeypatch):

@@ -252,23 +252,42 @@ def test_readahead_keeps_order_and_error_position():
     assert out == [0, 1, 2, 3, 4, 5]
 
 
+def _wait_until(pred, timeout: float = 60.0) -> None:
+    """Poll ``pred`` until true; the bound is generous (a loaded 2-core CI) and only hit
+    when the condition never comes."""
+    end = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.01)
+
+
 def test_readahead_is_bounded_by_bytes():
     log: list = []
     it = readahead(_refs(20, 100, log=log), max_bytes=300)
     first = next(it)
-    time.sleep(0.3)  # let the producer run as far as the budget allows
-    produced = sum(1 for e in log if e[0] == "produced")
+
+    def produced() -> int:
+        return sum(1 for e in log if e[0] == "produced")
+
+    # The producer runs until the budget stops it: wait for that point (however slow the
+    # machine), then give it time to overrun the budget, if it would.
+    _wait_until(lambda: produced() >= 1 + 3 + 1)
+    time.sleep(0.3)
     assert first.load() == 0
-    assert produced <= 1 + 3 + 1  # consumed + budget + the one waiting for room
+    assert produced() <= 1 + 3 + 1  # consumed + budget + the one waiting for room
     assert [t.load() for t in it] == list(range(1, 20))
 
 
 def test_readahead_stops_its_thread_when_abandoned():
+    before = set(threading.enumerate())  # other tests' threads are not this one's to judge
     it = readahead(_refs(1000, 100), max_bytes=200)
     next(it)
+    mine = [t for t in threading.enumerate() if t not in before and t.name == "hubscan-readahead"]
+    assert len(mine) == 1
     it.close()
-    time.sleep(0.2)
-    assert not [t for t in threading.enumerate() if t.name == "hubscan-readahead" and t.is_alive()]
+    mine[0].join(timeout=60)  # a bound, not a pause: returns as soon as the thread ends
+    assert not [t for t in threading.enumerate()
+                if t not in before and t.name == "hubscan-readahead" and t.is_alive()]
 
 
 def test_model_size_and_footprint():

@@ -64,7 +64,7 @@ def test_sigterm_stops_cleanly_and_rerun_continues(tmp_path):
     wait_for(lambda: committed(lake) >= 2 or proc.poll() is not None)
     assert proc.poll() is None, proc.stderr.read()
     os.kill(proc.pid, signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
     assert "stopping" in err
     stopped = json.loads(out.strip().splitlines()[-1])
@@ -76,7 +76,7 @@ def test_sigterm_stops_cleanly_and_rerun_continues(tmp_path):
     assert scans == [{"status": "stopped", "n_done": done}]
 
     rerun = hubscan("scan", str(spec), "--local", "--no-progress", "--json")
-    out, err = rerun.communicate(timeout=120)
+    out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
     final = json.loads(out.strip().splitlines()[-1])
     print(final, stopped)

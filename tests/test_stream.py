@@ -141,8 +141,10 @@ def test_resume_without_cdn_goes_back_to_resolve(demo):
 
 def test_stall_becomes_a_cut_and_resumes(demo):
     hub, folder, ref = demo
-    http.install(policy=http.RetryPolicy(base_delay=0.01, max_delay=0.05, read_timeout=0.3), force=True)
-    hub.inject("stall", endpoint="cdn", at=0.5, delay=1.0)
+    # The read timeout is far above any pause of a healthy transfer on a loaded 2-core CI
+    # (a spurious timeout would be a second resume), and the stall far above the timeout.
+    http.install(policy=http.RetryPolicy(base_delay=0.01, max_delay=0.05, read_timeout=1.5), force=True)
+    hub.inject("stall", endpoint="cdn", at=0.5, delay=4.0)
     out, _, stats = _streamed(ref)
     assert out == _local(folder) and stats.resumes == 1
 

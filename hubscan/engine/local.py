@@ -28,6 +28,16 @@ class LocalExecutor:
         self._lock = threading.Lock()
 
     def start(self) -> None:
+        """Set torch threads and import the analysis stack now, on the driver's thread.
+
+        Like a Ray actor's start-up: the import cost (torch, scipy, the fitters) is paid
+        once here, not inside the first models' deadlines (a loaded machine could otherwise
+        time a healthy model out); worker threads never race on a first import; and an
+        installation that cannot import fails the scan at once, before any model runs."""
+        from .. import analysis  # noqa: F401 - import cost paid at start, not per model
+
+        if self.config.options.compare:
+            from .. import compare  # noqa: F401 - scipy.stats: another second on a cold start
         if self.config.torch_threads:
             import torch
 

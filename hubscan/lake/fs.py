@@ -248,7 +248,20 @@ def _list_local(base: str) -> list[FileEntry]:
 
 
 def _delete_local(entry: FileEntry) -> bool:
-    """Race-free conditional delete: move aside, compare identity, unlink or put back."""
+    """Race-free conditional delete: move aside, compare identity, unlink or put back.
+
+    A file already replaced since it was listed (the common case: a retried unit rewrote it)
+    is recognised by a ``stat`` first and never moved at all — moving it aside and linking it
+    back would leave a moment without the file, in which a reader's listing misses it or a
+    reader that listed it fails to open it. Only a file that still looks like the listed one
+    is moved aside, and compared again there (it may have been replaced in between).
+    """
+    try:
+        st = os.stat(entry.path)
+    except FileNotFoundError:
+        return False
+    if (st.st_size, st.st_mtime_ns, st.st_ino) != entry.identity:
+        return False
     folder, name = os.path.split(entry.path)
     aside = os.path.join(folder, f".{name}{TRASH_MARK}{uuid.uuid4().hex[:12]}")
     try:
