@@ -15,6 +15,9 @@ call, in float64, on CUDA when there is one:
   exact D is computed only, in order of increasing bound, for candidates whose bound does
   not exceed the best exact D found so far (``ks_search.select_xmin``). The winner is
   exactly the reference's; the D-vs-xmin curve (``return_curve=True``) is computed in full.
+- a lone spectrum on CPU (``ww``/``seed`` scan) skips torch: ``_fit_single_numpy`` runs the
+  same search in numpy (``ks_search.select_xmin_single``), bit-identical, without torch's
+  ~1 ms per-call operator overhead (dispatch rule: ``_numpy_path``; docs/fitting.md, Speed).
 
 The three fitters (see docs/fitting.md):
 
@@ -42,7 +45,8 @@ import numpy as np
 import torch
 
 from .errors import MatrixError
-from .ks_search import Batch, Candidates, make_batch, select_xmin, tail_log_sums
+from .ks_search import (Batch, Candidates, make_batch, select_xmin, select_xmin_single, tail_log_sums,
+                        torch_inplace)
 
 __all__ = [
     "PowerLawFit",
@@ -254,7 +258,10 @@ def fit_power_law_batch(
         while stop < len(todo) and len(prepared[todo[stop]][0]) <= max(2 * n_shortest, 64):
             stop += 1
         group = todo[start:stop]
-        fits = _fit_group([prepared[k] for k in group], opts, dev)
+        if len(group) == 1 and _numpy_path(opts, dev):
+            fits = [_fit_single_numpy(*prepared[group[0]], opts)]
+        else:
+            fits = _fit_group([prepared[k] for k in group], opts, dev)
         for k, f in zip(group, fits):
             results[k] = f
         start = stop
@@ -373,6 +380,25 @@ def _solve_truncated(r: torch.Tensor, iters: int = 100) -> torch.Tensor:
     return sign * z
 
 
+def _admissible(mask, X, n_i, S, opts: _Options, small_n):
+    """Apply ``xmin_range``, ``min_tail`` and weightwatcher's small-N rule (tails >= 8
+    points, Σ ln > 1e-12) to a (B, W) candidate mask. Array-module agnostic: the torch path
+    passes tensors, the numpy single-spectrum path (1, n) arrays — one set of rules."""
+    if opts.xmin_range is not None:
+        lo, hi = opts.xmin_range
+        if lo is not None:
+            mask &= X >= lo
+        if hi is not None:
+            mask &= X <= hi
+    if opts.min_tail is not None:
+        mask &= n_i >= opts.min_tail
+    if opts.fitter == "ww" and bool(small_n.any()):
+        k_min = max(WW_SMALL_N_MIN_TAIL, opts.min_tail or 0)
+        sn = small_n[:, None]
+        mask &= ~sn | ((n_i >= k_min) & (S > WW_SMALL_N_MIN_LOGSUM))
+    return mask
+
+
 def _candidates(batch: Batch, opts: _Options, small_n: torch.Tensor) -> Candidates:
     """The admissible xmin candidates of every spectrum, their alphas and model CDFs.
 
@@ -402,18 +428,7 @@ def _candidates(batch: Batch, opts: _Options, small_n: torch.Tensor) -> Candidat
             mask = batch.is_first & (X < last)
         else:
             mask = idx[None, :] <= (N[:, None] - 2)
-        if opts.xmin_range is not None:
-            lo, hi = opts.xmin_range
-            if lo is not None:
-                mask &= X >= lo
-            if hi is not None:
-                mask &= X <= hi
-        if opts.min_tail is not None:
-            mask &= n_i >= opts.min_tail
-        if opts.fitter == "ww" and bool(small_n.any()):
-            k_min = max(WW_SMALL_N_MIN_TAIL, opts.min_tail or 0)
-            sn = small_n[:, None]
-            mask &= ~sn | ((n_i >= k_min) & (S > WW_SMALL_N_MIN_LOGSUM))
+        mask = _admissible(mask, X, n_i, S, opts, small_n)
     mask &= idx[None, :] < N[:, None]
 
     b, i = mask.nonzero(as_tuple=True)
@@ -435,6 +450,58 @@ def _candidates(batch: Batch, opts: _Options, small_n: torch.Tensor) -> Candidat
             u = torch.full_like(n, math.inf)
             den = torch.ones_like(n)
     return Candidates(b=b, i=i, n=n, beta=beta, Lxm=lxm, den=den, u=u, truncated=opts.fitter != "ww")
+
+
+def _numpy_path(opts: _Options, dev: torch.device) -> bool:
+    """Dispatch rule: a lone spectrum on CPU with the ``ww``/``seed`` scan goes to numpy.
+
+    The torch path costs ~1–2 ms of per-operator overhead per call whatever n is; for one
+    spectrum on CPU that floor is most of the time up to n ~ 10^4 (docs/fitting.md, Speed).
+    Batches (which amortise it) and CUDA keep torch; so do the options the numpy path does
+    not implement (``truncated``, a fixed ``xmin``, ``return_curve``).
+    """
+    return (dev.type == "cpu" and opts.fitter in ("ww", "seed") and opts.xmin is None
+            and not opts.return_curve)
+
+
+def _fit_single_numpy(x: np.ndarray, xmax_model: float, opts: _Options) -> PowerLawFit:
+    """``_fit_group`` for one prepared spectrum in numpy, with the same candidate rules
+    (``_admissible``), alphas, KS definitions and tie-break — so the same fit, bit for bit.
+
+    Logs and the truncation denominators use torch's kernels (numpy's ``log``/``expm1``
+    differ from them in the last bit on some values).
+    """
+    N = len(x)
+    L = torch_inplace(x.copy(), "log_")
+    idx = np.arange(N)
+    dL = np.zeros(N)
+    dL[:-1] = L[1:] - L[:-1]
+    S = np.cumsum((dL * (N - 1 - idx).astype(np.float64))[::-1])[::-1]  # as tail_log_sums
+    n_i = (N - idx).astype(np.float64)
+    small_n = N < WW_SMALL_N_CUTOFF
+    E = None
+    if opts.unique_points:
+        is_first = np.ones(N, dtype=bool)
+        is_first[1:] = x[1:] != x[:-1]
+        mask = is_first & (x < x[-1])
+        E = np.maximum.accumulate(np.where(is_first, idx, 0)).astype(np.float64)
+    else:
+        mask = idx <= N - 2
+    mask = _admissible(mask[None, :], x[None, :], n_i[None, :], S[None, :], opts,
+                       np.array([small_n]))[0]
+    ci = np.flatnonzero(mask)
+    n, s = n_i[ci], S[ci]
+    with np.errstate(divide="ignore"):
+        beta = ((n - 1.0) if (small_n and opts.fitter == "ww") else n) / s
+    den = None
+    u = np.full(len(ci), math.inf)
+    if opts.fitter == "seed":
+        u = math.log(xmax_model) - L[ci]
+        den = -torch_inplace(-beta * u, "expm1_")
+    w, D = select_xmin_single(L, E, ci, n, beta, den)
+    xmax = float(x[-1]) if opts.fitter == "ww" else float(xmax_model)
+    winner = None if w < 0 else (int(ci[w]), float(n[w]), float(beta[w]), float(D), float(u[w]))
+    return _result(x, N, xmax, opts, small_n, winner)
 
 
 def _fit_group(items, opts: _Options, dev: torch.device) -> list[PowerLawFit]:
@@ -463,33 +530,39 @@ def _fit_group(items, opts: _Options, dev: torch.device) -> list[PowerLawFit]:
             curve_D = Dex_np[sel]
         w = winner_l[bidx]
         if w >= P:
-            # weightwatcher's fallback ignores options it does not have: with a range or a
-            # minimum tail, no admissible candidate means no fit.
-            if (opts.fitter == "ww" and opts.xmin is None and opts.xmin_range is None
-                    and opts.min_tail is None and small_n[bidx]):
-                out.append(_ww_small_n_fallback(x, opts, n_b, curve_x, curve_D))
-                continue
-            out.append(_failed(opts, _no_candidate_reason(opts), n_b))
+            out.append(_result(x, n_b, xmax, opts, bool(small_n[bidx]), None, curve_x, curve_D))
             continue
-        i = int(cols["i"][w])
-        n = float(cols["n"][w])
-        beta = float(cols["beta"][w])
-        D = float(Dex_np[w])
-        if not (math.isfinite(beta) and math.isfinite(D)):
-            out.append(_failed(opts, "degenerate tail (constant values): alpha is infinite", n_b))
-            continue
-        if opts.fitter == "truncated":
-            z = beta * float(cols["u"][w])
-            _, dh = _h(torch.tensor([z], dtype=torch.float64))
-            var = -float(dh[0])  # Var(t/u) under the fitted model
-            sigma = 1.0 / (float(cols["u"][w]) * math.sqrt(n * var))
-        else:
-            sigma = beta / math.sqrt(n)
-        xmin = opts.xmin if opts.xmin is not None else float(x[i])
-        out.append(PowerLawFit(alpha=1.0 + beta, xmin=xmin, xmax=xmax, D=D, sigma=sigma,
-                               n_tail=int(n), n=n_b, fitter=opts.fitter, status="ok",
-                               candidates_xmin=curve_x, candidates_D=curve_D))
+        winner = (int(cols["i"][w]), float(cols["n"][w]), float(cols["beta"][w]),
+                  float(Dex_np[w]), float(cols["u"][w]))
+        out.append(_result(x, n_b, xmax, opts, bool(small_n[bidx]), winner, curve_x, curve_D))
     return out
+
+
+def _result(x: np.ndarray, n_b: int, xmax: float, opts: _Options, small_n: bool, winner,
+            curve_x=None, curve_D=None) -> PowerLawFit:
+    """The fit of one spectrum from its winning candidate ``(i, n_tail, beta, D, u)``, or
+    None when it has no admissible candidate (then weightwatcher's small-N fallback or a
+    failed fit). Shared by the torch and numpy paths, so both report alike."""
+    if winner is None:
+        # weightwatcher's fallback ignores options it does not have: with a range or a
+        # minimum tail, no admissible candidate means no fit.
+        if (opts.fitter == "ww" and opts.xmin is None and opts.xmin_range is None
+                and opts.min_tail is None and small_n):
+            return _ww_small_n_fallback(x, opts, n_b, curve_x, curve_D)
+        return _failed(opts, _no_candidate_reason(opts), n_b)
+    i, n, beta, D, u = winner
+    if not (math.isfinite(beta) and math.isfinite(D)):
+        return _failed(opts, "degenerate tail (constant values): alpha is infinite", n_b)
+    if opts.fitter == "truncated":
+        _, dh = _h(torch.tensor([beta * u], dtype=torch.float64))
+        var = -float(dh[0])  # Var(t/u) under the fitted model
+        sigma = 1.0 / (u * math.sqrt(n * var))
+    else:
+        sigma = beta / math.sqrt(n)
+    xmin = opts.xmin if opts.xmin is not None else float(x[i])
+    return PowerLawFit(alpha=1.0 + beta, xmin=xmin, xmax=xmax, D=D, sigma=sigma,
+                       n_tail=int(n), n=n_b, fitter=opts.fitter, status="ok",
+                       candidates_xmin=curve_x, candidates_D=curve_D)
 
 
 def _no_candidate_reason(opts: _Options) -> str:

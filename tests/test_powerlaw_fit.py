@@ -279,6 +279,63 @@ def test_pruned_search_equals_exhaustive(fitter):
         assert f.alpha == full.alpha
 
 
+def _exact_fields(f: PowerLawFit) -> tuple:
+    return (f.status, f.reason, f.n_tail, f.n, f.fitter,
+            *(repr(v) for v in (f.alpha, f.xmin, f.xmax, f.D, f.sigma)))  # bit-exact, NaN == NaN
+
+
+@pytest.mark.parametrize("fitter", ("ww", "seed"))
+def test_numpy_single_path_equals_torch_path(fitter):
+    """The numpy path for a lone CPU spectrum gives bit-identical fits to the torch path
+    (same candidates, alphas, D, tie-break), on many spectra and with every option it takes:
+    xmin_range, min_tail, xmax, threshold, weightwatcher's small-N path and its fallback,
+    heavy duplicates (ties between candidates' D) and failures."""
+    from hubscan import powerlaw_fit as pl
+
+    rng = np.random.default_rng(21)
+    spectra = [_spectrum(rng, kind, n) for kind in ("pareto", "t", "mp", "ties")
+               for n in (6, 15, 19, 40, 130, 600, 1500)]
+    spectra += [np.round(rng.pareto(2.0, 300) + 1.0, 0), np.r_[np.ones(30), 2.0, 2.0],
+                np.r_[np.linspace(1, 2, 40), np.full(5, 9.0)], np.full(9, 2.0)]
+    option_sets = [{}, {"min_tail": 10}, {"xmin_range": (1.5, None)}, {"xmin_range": (None, 3.0)},
+                   {"xmax": 20.0}, {"threshold": 1.2}, {"xmax": "max"}]
+    cpu = torch.device("cpu")
+    compared = 0
+    for x in spectra:
+        for kw in option_sets:
+            opts = pl._options(fitter, None, kw.get("xmax"), kw.get("xmin_range"),
+                               kw.get("min_tail"), kw.get("threshold"), False)
+            prepared = pl._prepare(x, opts)
+            if isinstance(prepared, PowerLawFit):
+                continue
+            fast = pl._fit_single_numpy(*prepared, opts)
+            slow = pl._fit_group([prepared], opts, cpu)[0]
+            assert _exact_fields(fast) == _exact_fields(slow), (len(x), kw)
+            # and the public single-spectrum call is the numpy path's fit
+            assert _exact_fields(fit_power_law(x, fitter=fitter, device="cpu", **kw)) == _exact_fields(fast)
+            compared += 1
+    assert compared > 150
+
+
+def test_numpy_path_dispatch(monkeypatch):
+    """A lone CPU spectrum with ww/seed goes to numpy; batches, return_curve, a fixed xmin and
+    the truncated fitter stay on the torch path."""
+    from hubscan import powerlaw_fit as pl
+
+    calls = []
+    real = pl._fit_group
+    monkeypatch.setattr(pl, "_fit_group", lambda *a: calls.append(len(a[0])) or real(*a))
+    x = np.random.default_rng(22).pareto(2.0, 500) + 1.0
+    fit_power_law(x, fitter="ww", device="cpu")
+    fit_power_law(x, fitter="seed", device="cpu")
+    assert calls == []
+    fit_power_law(x, fitter="truncated", device="cpu")
+    fit_power_law(x, fitter="ww", device="cpu", return_curve=True)
+    fit_power_law(x, fitter="seed", device="cpu", xmin=2.0)
+    fit_power_law_batch([x, x * 1.01], fitter="ww", device="cpu")
+    assert calls == [1, 1, 1, 2]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("fitter", FITTERS)
 def test_cuda_equals_cpu(fitter):
