@@ -25,7 +25,6 @@ Deliberate differences from weightwatcher (docs/metrics.md): a failed power-law 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -423,16 +422,9 @@ def _to_table(rows: list[dict[str, Any]]):
     return rows_to_table(dataclasses.replace(schema, arrow=relaxed), rows)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _from_path(path: Path, config: Mapping[str, Any] | None):
     from .readers import checkpoint_files, read_checkpoint
+    from .sources.local import file_sha256
 
     tensors = list(read_checkpoint(path))
     root = path if path.is_dir() else path.parent
@@ -443,7 +435,7 @@ def _from_path(path: Path, config: Mapping[str, Any] | None):
             config = None
     shas, files = {}, {}
     for f in checkpoint_files(path):
-        shas[str(f)] = _sha256(Path(f))
+        shas[str(f)] = file_sha256(f)
         files[str(f)] = os.path.relpath(f, root)
     return tensors, config, shas, files
 
