@@ -20,9 +20,9 @@ lower bound of D. So:
    tie keeps the reference's first-index winner).
 
 Candidates never computed exactly have D > best, so the winner is exactly the reference's.
-All of it is torch, batched over spectra (padded to one width), the same code on CPU and CUDA;
-``select_xmin_single`` is the same search for one spectrum in numpy (no per-operator torch
-overhead: the fast path for a lone CPU spectrum), bit-identical in its result.
+All of it is torch, batched over spectra (padded to one width), the same code on CPU and CUDA.
+On CPU the ``ww``/``seed`` scans use ``ks_kernel.search`` instead: the same definitions in a
+compiled per-spectrum loop that can stop each tail's scan early (its docstring says why).
 """
 
 from __future__ import annotations
@@ -34,15 +34,13 @@ import numpy as np
 import torch
 
 __all__ = ["Batch", "Candidates", "make_batch", "tail_log_sums", "exact_D", "select_xmin",
-           "select_xmin_single", "torch_inplace"]
+           "torch_inplace"]
 
 # Spectra at most this long are scored exhaustively (bounding would not pay).
 EXHAUSTIVE_WIDTH = 96
 # Elements of one (candidates × points) block: memory stays O(n · chunk) and cache-sized.
 BLOCK_ELEMENTS = 1 << 18
 # Probe points of the second bound (survivors only): quantiles of each candidate's tail.
-# First-stage points of every candidate (the first is replaced by the tail's second point).
-QUICK_QUANTILES = (0.0, 1 / 2)
 PROBE_QUANTILES = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4)
 # Exact evaluations per spectrum in the second round (one in the first; doubling after).
 FIRST_ROUND = 4
@@ -393,10 +391,10 @@ def _quantile_points(c: Candidates, sel: torch.Tensor) -> torch.Tensor:
     return c.i[sel][:, None] + (n[:, None] * q[None, :]).to(torch.int64)
 
 
-# --------------------------------------------------------------------------- one spectrum, numpy
+# --------------------------------------------------------------------------- torch kernels on numpy arrays
 
 
-# Elements per torch call in the numpy path: torch's grain size, below which its elementwise
+# Elements per torch call on numpy arrays: torch's grain size, below which its elementwise
 # kernels run on the calling thread (an OpenMP region on a busy 2-core machine stalled a
 # 100 µs expm1 for milliseconds). Elementwise results do not depend on the chunking.
 SERIAL_CHUNK = 32768
@@ -404,151 +402,10 @@ SERIAL_CHUNK = 32768
 
 def torch_inplace(a: np.ndarray, op: str) -> np.ndarray:
     """torch's elementwise ``op`` (``"log_"``, ``"expm1_"``) in place on a contiguous numpy
-    array, serially: the numpy path uses torch's kernels where numpy's differ in the last
-    bit on some values, so that its fits are bit-identical to the torch path's."""
+    array, serially: the compiled CPU path takes its logs and truncation denominators from
+    torch's kernels (numpy's differ in the last bit on some values), so that its alphas are
+    bit-identical to the torch path's."""
     flat = a.reshape(-1)
     for s in range(0, flat.size, SERIAL_CHUNK):
         getattr(torch.from_numpy(flat[s:s + SERIAL_CHUNK]), op)()
     return a
-
-
-def _expm1(a: np.ndarray) -> np.ndarray:
-    return torch_inplace(a, "expm1_")
-
-
-def _deviations(t: np.ndarray, emp: np.ndarray, beta: np.ndarray, den: np.ndarray | None,
-                exact_expm1: bool, any_inf: bool) -> np.ndarray:
-    """``|F(t) − emp|`` row-wise (t, emp: (P, K), overwritten), as ``_deviation_max``:
-    ``F = −expm1(−βt)/den``; a constant tail (β = inf, ``any_inf``) has F = 0 at t = 0.
-    The caller silences numpy's inf·0 warning (that NaN is replaced)."""
-    at_zero = t <= 0 if any_inf else None
-    np.multiply(t, -beta[:, None], out=t)
-    F = _expm1(t) if exact_expm1 else np.expm1(t, out=t)
-    np.negative(F, out=F)
-    if den is not None:
-        np.divide(F, den[:, None], out=F)
-    if at_zero is not None:
-        F[at_zero] = 0.0
-    np.subtract(F, emp, out=F)
-    return np.abs(F, out=F)
-
-
-def select_xmin_single(L: np.ndarray, E: np.ndarray | None, i: np.ndarray, n: np.ndarray,
-                       beta: np.ndarray, den: np.ndarray | None) -> tuple[int, float]:
-    """``select_xmin`` for one spectrum in numpy: the position in the candidate arrays of the
-    first candidate of minimal D, and its D (``(-1, nan)`` with no candidate).
-
-    The torch path's per-call overhead (~1 ms of kernel launches) dominates a single CPU
-    spectrum; here the same search costs a few vector operations. Same definitions, so the
-    same winner: ``L`` is the sorted log data (torch's log), ``E`` the first-occurrence index
-    of each value (None: weightwatcher's empirical CDF ``k/n``), the model of candidate
-    ``i[p]`` is ``F = −expm1(−β t)/den`` on its tail of ``n[p]`` points. Lower bounds (D at
-    two points of every tail; then, for those not above the best of 4 exact D, at the tail's
-    first 2^k points and quantiles) order the candidates; exact D is computed in that order,
-    in growing chunks, re-bounding the rest where new maxima were reached, until the next
-    bound exceeds the best exact D (+slack, so a tie keeps the first-index winner). Exact D uses the torch path's operations in the
-    same order (bit-identical); bounds may differ from it in the last bit (covered by slack).
-    """
-    if len(i) == 0:
-        return -1, math.nan
-    with np.errstate(invalid="ignore", over="ignore"):
-        return _search_single(L, E, i, n, beta, den)
-
-
-def _search_single(L, E, i, n, beta, den) -> tuple[int, float]:
-    N = len(L)
-    lxm = L[i]
-    nf = n.astype(np.float64)
-    n_int = n.astype(np.int64)
-    # ---- lower bounds, in two stages: every candidate at a few points of its tail (most
-    # are far off: their D shows at any point), then the ones whose bound does not exceed
-    # the best of a first few exact D at the tail's first 2^k points and quantiles
-    Lpad = np.concatenate([L, np.full(N, L[-1])])
-    Epad = None if E is None else np.concatenate([E, np.zeros(N)])
-    den_of = (lambda sel: None) if den is None else (lambda sel: den[sel])
-    any_inf = bool(np.isinf(beta).any())
-    quick = (nf[:, None] * np.asarray(QUICK_QUANTILES)[None, :]).astype(np.int64)
-    quick[:, 0] = 1
-    bound = _point_bound(L, E, i, n_int, lxm, beta, den, i[:, None] + quick, any_inf, inside=True)
-    first = np.argsort(bound, kind="stable")[:FIRST_ROUND]
-    D0, _ = _exact_D_single(Lpad, Epad, i[first], nf[first], lxm[first], beta[first], den_of(first),
-                            any_inf)
-    best, winner = math.inf, -1
-    for p, d in zip(first.tolist(), D0.tolist()):
-        if d < best or (d == best and p < winner):
-            best, winner = d, p
-    keep = bound <= best + BOUND_SLACK
-    keep[first] = False  # done
-    live = np.flatnonzero(keep)
-    offs = np.asarray([o for o in (2 ** k for k in range(32)) if o < N], dtype=np.int64)
-    quant = (nf[live, None] * np.asarray(PROBE_QUANTILES)[None, :]).astype(np.int64)
-    J = np.concatenate([i[live, None] + offs[None, :], i[live, None] + quant], axis=1)
-    bound[live] = np.maximum(bound[live], _point_bound(L, E, i[live], n_int[live], lxm[live],
-                                                       beta[live], den_of(live), J, any_inf))
-    # ---- exact D in order of increasing bound; after each round the rest are bounded again
-    # at the points where the new exact maxima were reached (neighbouring tails peak there)
-    live = live[np.argsort(bound[live], kind="stable")]
-    chunk = FIRST_ROUND
-    while live.size and bound[live[0]] <= best + BOUND_SLACK:
-        pick = live[:chunk]
-        pick = pick[bound[pick] <= best + BOUND_SLACK]  # a prefix: bounds are sorted
-        D, arg = _exact_D_single(Lpad, Epad, i[pick], nf[pick], lxm[pick], beta[pick], den_of(pick),
-                                 any_inf)
-        for p, d in zip(pick.tolist(), D.tolist()):
-            if d < best or (d == best and p < winner):
-                best, winner = d, p
-        live = live[len(pick):]
-        live = live[bound[live] <= best + BOUND_SLACK]
-        if live.size == 0:
-            break
-        points = np.unique(np.concatenate([arg[:8], arg[:8] + 1, np.maximum(arg[:8] - 1, 0)]))
-        J = np.broadcast_to(np.minimum(points, N - 1)[None, :], (live.size, points.size))
-        bound[live] = np.maximum(bound[live], _point_bound(L, E, i[live], n_int[live], lxm[live],
-                                                           beta[live], den_of(live), J, any_inf))
-        live = live[np.argsort(bound[live], kind="stable")]
-        chunk = min(2 * chunk, 256)
-    return winner, best
-
-
-def _point_bound(L, E, i, n, lxm, beta, den, J, any_inf, inside: bool = False) -> np.ndarray:
-    """D of each candidate at the points ``J`` (P, m) of the data that lie in its tail
-    (``i <= j < i + n``; others ignored; ``inside``: all do): a lower bound of its D."""
-    if not inside:
-        valid = (J >= i[:, None]) & (J < (i + n)[:, None])
-        J = np.minimum(J, len(L) - 1)
-    t = L[J] - lxm[:, None]
-    E_J = J if E is None else E[J]
-    emp = (E_J - i[:, None]) / n[:, None].astype(np.float64)
-    dev = _deviations(t, emp, beta, den, False, any_inf)
-    if not inside:
-        dev[~valid] = 0.0
-    return dev.max(axis=1)
-
-
-def _exact_D_single(Lpad: np.ndarray, Epad: np.ndarray | None, i: np.ndarray, n: np.ndarray,
-                    lxm: np.ndarray, beta: np.ndarray, den: np.ndarray | None,
-                    any_inf: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Exact D of a few candidates of one spectrum (windows of the padded log data), with
-    ``exact_D``'s operations: ``t = L − ln xmin``, ``emp = k·(1/n)`` or ``(E − i)/n``;
-    and the data index where each maximum is reached."""
-    K = int(n.max())
-    out = np.empty(len(i))
-    arg = np.empty(len(i), dtype=np.int64)
-    rows = max(1, BLOCK_ELEMENTS // K)
-    ki = np.arange(K)
-    k = ki.astype(np.float64)
-    for s in range(0, len(i), rows):
-        sl = slice(s, s + rows)
-        ii = i[sl]
-        win = ii[:, None] + ki[None, :]
-        t = Lpad[win] - lxm[sl][:, None]
-        if Epad is not None:
-            emp = (Epad[win] - ii[:, None].astype(np.float64)) / n[sl][:, None]
-        else:
-            emp = k[None, :] * (1.0 / n[sl])[:, None]
-        dev = _deviations(t, emp, beta[sl], None if den is None else den[sl], True, any_inf)
-        dev[k[None, :] >= n[sl][:, None]] = -1.0
-        a = dev.argmax(axis=1)
-        out[sl] = dev[np.arange(len(a)), a]
-        arg[sl] = ii + a
-    return out, arg

@@ -15,9 +15,10 @@ call, in float64, on CUDA when there is one:
   exact D is computed only, in order of increasing bound, for candidates whose bound does
   not exceed the best exact D found so far (``ks_search.select_xmin``). The winner is
   exactly the reference's; the D-vs-xmin curve (``return_curve=True``) is computed in full.
-- a lone spectrum on CPU (``ww``/``seed`` scan) skips torch: ``_fit_single_numpy`` runs the
-  same search in numpy (``ks_search.select_xmin_single``), bit-identical, without torch's
-  ~1 ms per-call operator overhead (dispatch rule: ``_numpy_path``; docs/fitting.md, Speed).
+- on CPU the ``ww``/``seed`` scans skip torch: ``_fit_single_cpu`` fits each spectrum with
+  a compiled search that stops every tail's KS scan at its first deviation above the best D
+  (``ks_kernel.search``): same winner, no per-operator overhead (dispatch rule:
+  ``_cpu_kernel_path``; docs/fitting.md, Speed).
 
 The three fitters (see docs/fitting.md):
 
@@ -45,8 +46,7 @@ import numpy as np
 import torch
 
 from .errors import MatrixError
-from .ks_search import (Batch, Candidates, make_batch, select_xmin, select_xmin_single, tail_log_sums,
-                        torch_inplace)
+from .ks_search import Batch, Candidates, make_batch, select_xmin, tail_log_sums, torch_inplace
 
 __all__ = [
     "PowerLawFit",
@@ -258,8 +258,8 @@ def fit_power_law_batch(
         while stop < len(todo) and len(prepared[todo[stop]][0]) <= max(2 * n_shortest, 64):
             stop += 1
         group = todo[start:stop]
-        if len(group) == 1 and _numpy_path(opts, dev):
-            fits = [_fit_single_numpy(*prepared[group[0]], opts)]
+        if _cpu_kernel_path(opts, dev):
+            fits = [_fit_single_cpu(*prepared[k], opts) for k in group]
         else:
             fits = _fit_group([prepared[k] for k in group], opts, dev)
         for k, f in zip(group, fits):
@@ -383,7 +383,7 @@ def _solve_truncated(r: torch.Tensor, iters: int = 100) -> torch.Tensor:
 def _admissible(mask, X, n_i, S, opts: _Options, small_n):
     """Apply ``xmin_range``, ``min_tail`` and weightwatcher's small-N rule (tails >= 8
     points, Σ ln > 1e-12) to a (B, W) candidate mask. Array-module agnostic: the torch path
-    passes tensors, the numpy single-spectrum path (1, n) arrays — one set of rules."""
+    passes tensors, the compiled CPU path (1, n) numpy arrays — one set of rules."""
     if opts.xmin_range is not None:
         lo, hi = opts.xmin_range
         if lo is not None:
@@ -452,25 +452,30 @@ def _candidates(batch: Batch, opts: _Options, small_n: torch.Tensor) -> Candidat
     return Candidates(b=b, i=i, n=n, beta=beta, Lxm=lxm, den=den, u=u, truncated=opts.fitter != "ww")
 
 
-def _numpy_path(opts: _Options, dev: torch.device) -> bool:
-    """Dispatch rule: a lone spectrum on CPU with the ``ww``/``seed`` scan goes to numpy.
+def _cpu_kernel_path(opts: _Options, dev: torch.device) -> bool:
+    """Dispatch rule: on CPU the ``ww``/``seed`` xmin scans use the compiled search.
 
-    The torch path costs ~1–2 ms of per-operator overhead per call whatever n is; for one
-    spectrum on CPU that floor is most of the time up to n ~ 10^4 (docs/fitting.md, Speed).
-    Batches (which amortise it) and CUDA keep torch; so do the options the numpy path does
-    not implement (``truncated``, a fixed ``xmin``, ``return_curve``).
+    Per spectrum, it stops each tail's KS scan at the first deviation above the best D, which
+    a batch of array operations cannot do; the batched torch search pays ~1 ms of operator
+    overhead per call and computes blocks of deviations a compiled loop skips
+    (docs/fitting.md, Speed). CUDA keeps torch (batches are what a GPU needs); so do the
+    options the compiled path does not implement (``truncated``, a fixed ``xmin``,
+    ``return_curve``, which needs every candidate's D anyway).
     """
     return (dev.type == "cpu" and opts.fitter in ("ww", "seed") and opts.xmin is None
             and not opts.return_curve)
 
 
-def _fit_single_numpy(x: np.ndarray, xmax_model: float, opts: _Options) -> PowerLawFit:
-    """``_fit_group`` for one prepared spectrum in numpy, with the same candidate rules
-    (``_admissible``), alphas, KS definitions and tie-break — so the same fit, bit for bit.
+def _fit_single_cpu(x: np.ndarray, xmax_model: float, opts: _Options) -> PowerLawFit:
+    """``_fit_group`` for one prepared spectrum, with the same candidate rules
+    (``_admissible``), alphas, KS definitions and tie-break — so the same xmin and alpha, bit
+    for bit, and D to the last bit or two (the compiled ``expm1`` is libm's, torch's is its
+    own vectorised one).
 
-    Logs and the truncation denominators use torch's kernels (numpy's ``log``/``expm1``
-    differ from them in the last bit on some values).
+    Logs and the truncation denominators use torch's kernels, as the torch path does.
     """
+    from .ks_kernel import select_xmin_compiled  # numba compiles (or loads its cache) on first use
+
     N = len(x)
     L = torch_inplace(x.copy(), "log_")
     idx = np.arange(N)
@@ -498,7 +503,7 @@ def _fit_single_numpy(x: np.ndarray, xmax_model: float, opts: _Options) -> Power
     if opts.fitter == "seed":
         u = math.log(xmax_model) - L[ci]
         den = -torch_inplace(-beta * u, "expm1_")
-    w, D = select_xmin_single(L, E, ci, n, beta, den)
+    w, D = select_xmin_compiled(L, E, ci, n, beta, den)
     xmax = float(x[-1]) if opts.fitter == "ww" else float(xmax_model)
     winner = None if w < 0 else (int(ci[w]), float(n[w]), float(beta[w]), float(D), float(u[w]))
     return _result(x, N, xmax, opts, small_n, winner)
@@ -542,7 +547,7 @@ def _result(x: np.ndarray, n_b: int, xmax: float, opts: _Options, small_n: bool,
             curve_x=None, curve_D=None) -> PowerLawFit:
     """The fit of one spectrum from its winning candidate ``(i, n_tail, beta, D, u)``, or
     None when it has no admissible candidate (then weightwatcher's small-N fallback or a
-    failed fit). Shared by the torch and numpy paths, so both report alike."""
+    failed fit). Shared by the torch and compiled CPU paths, so both report alike."""
     if winner is None:
         # weightwatcher's fallback ignores options it does not have: with a range or a
         # minimum tail, no admissible candidate means no fit.
