@@ -33,7 +33,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["search", "select_xmin_compiled", "SLACK"]
+__all__ = ["search", "select_xmin_compiled", "tail_table", "SLACK"]
 
 #: A candidate is dropped when one of its deviations exceeds best D + SLACK: candidates within
 #: SLACK of the best are computed in full, so near-ties are decided on exact D with the
@@ -43,6 +43,33 @@ SLACK = 1e-12
 BUCKETS = 64
 # Points where recent scans failed, tried first on every candidate.
 HINTS = 4
+
+
+@njit(cache=True, nogil=True)
+def tail_table(x, L, unique):
+    """For each point i of the sorted data ``x`` (logs ``L``): ``S_i = Σ_{j≥i} ln(x_j/x_i)``,
+    the index of the first occurrence of ``x_i``'s value, and whether i is an xmin candidate
+    of the references (ww: every point but the last; ``unique``, powerlaw: first occurrences
+    below the maximum).
+
+    ``S`` is ``ks_search.tail_log_sums``'s suffix sum of ``(n−1−i)·(L_{i+1} − L_i)``, with the
+    same additions in the same order, so the same bits: one loop here instead of the ~10
+    numpy calls (a third of a small fit's time) it took before.
+    """
+    N = x.shape[0]
+    S = np.empty(N)
+    first = np.empty(N)
+    cand = np.empty(N, np.bool_)
+    acc = 0.0
+    S[N - 1] = 0.0
+    for i in range(N - 2, -1, -1):
+        acc += (L[i + 1] - L[i]) * float(N - 1 - i)
+        S[i] = acc
+    for i in range(N):
+        is_first = i == 0 or x[i] != x[i - 1]
+        first[i] = i if is_first else first[i - 1]
+        cand[i] = (is_first and x[i] < x[N - 1]) if unique else i <= N - 2
+    return S, first, cand
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -474,38 +474,31 @@ def _fit_single_cpu(x: np.ndarray, xmax_model: float, opts: _Options) -> PowerLa
 
     Logs and the truncation denominators use torch's kernels, as the torch path does.
     """
-    from .ks_kernel import select_xmin_compiled  # numba compiles (or loads its cache) on first use
+    from .ks_kernel import select_xmin_compiled, tail_table  # numba compiles or loads its cache
 
     N = len(x)
     L = torch_inplace(x.copy(), "log_")
-    idx = np.arange(N)
-    dL = np.zeros(N)
-    dL[:-1] = L[1:] - L[:-1]
-    S = np.cumsum((dL * (N - 1 - idx).astype(np.float64))[::-1])[::-1]  # as tail_log_sums
-    n_i = (N - idx).astype(np.float64)
+    S, first, mask = tail_table(x, L, opts.unique_points)
+    E = first if opts.unique_points else None
     small_n = N < WW_SMALL_N_CUTOFF
-    E = None
-    if opts.unique_points:
-        is_first = np.ones(N, dtype=bool)
-        is_first[1:] = x[1:] != x[:-1]
-        mask = is_first & (x < x[-1])
-        E = np.maximum.accumulate(np.where(is_first, idx, 0)).astype(np.float64)
-    else:
-        mask = idx <= N - 2
-    mask = _admissible(mask[None, :], x[None, :], n_i[None, :], S[None, :], opts,
-                       np.array([small_n]))[0]
+    if small_n or opts.xmin_range is not None or opts.min_tail is not None:
+        n_i = N - np.arange(N, dtype=np.float64)
+        mask = _admissible(mask[None, :], x[None, :], n_i[None, :], S[None, :], opts,
+                           np.array([small_n]))[0]
     ci = np.flatnonzero(mask)
-    n, s = n_i[ci], S[ci]
-    with np.errstate(divide="ignore"):
-        beta = ((n - 1.0) if (small_n and opts.fitter == "ww") else n) / s
+    n = (N - ci).astype(np.float64)
+    s = S[ci]
+    num = (n - 1.0) if (small_n and opts.fitter == "ww") else n
+    beta = np.divide(num, s, out=np.full(len(ci), math.inf), where=s != 0)  # 0: constant tail
     den = None
-    u = np.full(len(ci), math.inf)
+    u = None
     if opts.fitter == "seed":
         u = math.log(xmax_model) - L[ci]
         den = -torch_inplace(-beta * u, "expm1_")
     w, D = select_xmin_compiled(L, E, ci, n, beta, den)
     xmax = float(x[-1]) if opts.fitter == "ww" else float(xmax_model)
-    winner = None if w < 0 else (int(ci[w]), float(n[w]), float(beta[w]), float(D), float(u[w]))
+    winner = None if w < 0 else (int(ci[w]), float(n[w]), float(beta[w]), float(D),
+                                 math.inf if u is None else float(u[w]))
     return _result(x, N, xmax, opts, small_n, winner)
 
 
