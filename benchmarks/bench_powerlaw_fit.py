@@ -24,8 +24,9 @@ slower fits right after an eigen-solve). The references do not use BLAS.
     python benchmarks/bench_powerlaw_fit.py --ww-only [--ns 1024 4096 8192] [--reps 5]
 
 ``--ww-only`` times only single spectra, hubscan ``ww``/``seed`` vs ``WWFit`` (each the
-median of ``--reps`` runs on the same spectra, side by side), writing
-``powerlaw_fit_single.json``: the issue's ">= 100x over WWFit" figure in a minute or two.
+median of ``--reps`` runs on the same spectra, side by side), for three kinds of matrix
+(``--kinds``: Student-t, Gaussian, Pareto entries), writing ``powerlaw_fit_single.json``: the
+issue's ">= 100x over WWFit" figure, worst case included, in a few minutes.
 """
 
 from __future__ import annotations
@@ -81,13 +82,29 @@ def timed_refs(fn, spectra, k: int) -> tuple[float, float, bool]:
     return (time.perf_counter() - w) * scale, (time.process_time() - c) * scale, k < len(spectra)
 
 
-def make_esd(n: int, seed: int, device: torch.device) -> tuple[np.ndarray, float, float]:
-    """ESD of an n×n Gram matrix and the time of forming it and of eigvalsh (float64)."""
+KINDS = ("t3", "gauss", "pareto")
+
+
+def make_esd(n: int, seed: int, device: torch.device, kind: str = "t3") -> tuple[np.ndarray, float, float]:
+    """ESD of an n×n Gram matrix and the time of forming it and of eigvalsh (float64).
+
+    ``kind`` of the 1.5n×n entries: ``t3`` Student-t(3) (a heavy tail, the default spectrum),
+    ``gauss`` (a Marchenko–Pastur bulk: no power law, many near-equal KS distances — the
+    search's hardest case), ``pareto`` (symmetric Pareto(2.5): a very heavy tail).
+    """
     g = torch.Generator().manual_seed(seed)
-    # Student-t(3) entries: normal / sqrt(chi2_3 / 3)
     z = torch.randn(int(1.5 * n), n, generator=g, dtype=torch.float64)
-    chi = torch.distributions.Chi2(torch.tensor(3.0, dtype=torch.float64)).sample((int(1.5 * n), n))
-    W = (z / torch.sqrt(chi / 3)).to(device)
+    if kind == "t3":  # normal / sqrt(chi2_3 / 3)
+        chi = torch.distributions.Chi2(torch.tensor(3.0, dtype=torch.float64)).sample((int(1.5 * n), n))
+        W = z / torch.sqrt(chi / 3)
+    elif kind == "gauss":
+        W = z
+    elif kind == "pareto":
+        u = torch.rand(int(1.5 * n), n, generator=g, dtype=torch.float64)
+        W = torch.sign(z) * (u.pow(-1 / 2.5) - 1)
+    else:
+        raise ValueError(f"unknown kind {kind!r}")
+    W = W.to(device)
     t0 = time.perf_counter()
     G = W.T @ W
     if device.type == "cuda":
@@ -124,6 +141,8 @@ def main() -> None:
                     help="single spectra only, hubscan ww/seed vs WWFit (see the module doc)")
     ap.add_argument("--ns", type=int, nargs="+", default=None, help="spectrum sizes")
     ap.add_argument("--reps", type=int, default=5, help="repetitions (--ww-only)")
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS,
+                    help="matrix entry distributions (--ww-only; the full run uses t3)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -231,8 +250,8 @@ def ww_only(args) -> None:
     dev = resolve_device(args.device)
     rows = []
     print(f"device={dev} torch_threads={torch.get_num_threads()} load={os.getloadavg()}")
-    for n in args.ns or [1024, 4096, 8192]:
-        x, _, _ = make_esd(n, seed=n, device=torch.device("cpu"))
+    for n, kind in [(n, k) for n in args.ns or [1024, 4096, 8192] for k in args.kinds]:
+        x, _, _ = make_esd(n, seed=n, device=torch.device("cpu"), kind=kind)
         x_ww = x[x > 1e-5]
         settle()
         ours = timed(lambda: fit_power_law(x, fitter="ww", device=dev), args.reps)
@@ -240,13 +259,17 @@ def ww_only(args) -> None:
         ref = timed(lambda: quiet(WWFit, x_ww), args.reps)
         a, r = fit_power_law(x, fitter="ww", device=dev), quiet(WWFit, x_ww)
         assert a.xmin == r.xmin and abs(a.alpha - r.alpha) < 1e-9
-        row = {"n": n, "case": "single", "ours_ww_s": ours[0], "ours_ww_cpu_s": ours[1],
+        row = {"n": n, "kind": kind, "case": "single", "ours_ww_s": ours[0], "ours_ww_cpu_s": ours[1],
                "ours_seed_s": ours_seed[0], "wwfit_s": ref[0], "wwfit_cpu_s": ref[1],
                "x_vs_wwfit": ref[0] / ours[0], "x_vs_wwfit_cpu": ref[1] / ours[1], "reps": args.reps}
         rows.append(row)
-        print(f"n={n:5d} ours ww {ours[0] * 1e3:8.3f} ms (seed {ours_seed[0] * 1e3:8.3f} ms) | "
+        print(f"n={n:5d} {kind:6s} ours ww {ours[0] * 1e3:8.3f} ms (seed {ours_seed[0] * 1e3:8.3f} ms) | "
               f"WWFit {ref[0] * 1e3:9.2f} ms | {row['x_vs_wwfit']:6.1f}x wall, "
               f"{row['x_vs_wwfit_cpu']:6.1f}x cpu", flush=True)
+    for n in sorted({r["n"] for r in rows}):
+        worst = min(rows_n := [r for r in rows if r["n"] == n], key=lambda r: r["x_vs_wwfit"])
+        print(f"n={n:5d} slowest kind {worst['kind']}: {worst['x_vs_wwfit']:.1f}x vs WWFit "
+              f"(over {len(rows_n)} kinds)")
     out = {"benchmark": "powerlaw_fit_single", "device": str(dev), "torch": torch.__version__,
            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
            "platform": platform.platform(), "python": sys.version.split()[0],
