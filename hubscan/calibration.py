@@ -3,7 +3,7 @@
 Seed 000 fits "modest size (N=1000) random power law datasets" made with "the numpy Pareto
 function" and finds the estimator "works best for exponents between 1.5 and 3.5", over-
 estimating small and under-estimating large alpha. ``pareto_calibration`` repeats that
-experiment with any hubscan fitter, on one of two samplers:
+experiment with any hubscan fitter, on one of three samplers:
 
 ``"numpy"``   what the seeds call (seed 001: ``W = np.random.pareto(mu, ...)``):
               ``np.random.pareto(alpha − 1)`` as is — a Pareto II (Lomax) law on x ≥ 0 whose
@@ -12,8 +12,16 @@ experiment with any hubscan fitter, on one of two samplers:
 ``"pareto"``  the classical Pareto ``np.random.pareto(alpha − 1) + 1`` (density ``∝ x^−alpha``
               on x ≥ 1): an exact power law, on which the KS-xmin MLE is unbiased at n = 1000
               and only its spread grows with alpha.
+``"shape"``   ``np.random.pareto(alpha)`` compared against ``alpha``: numpy's shape parameter
+              taken as "the exponent", as seed 001 writes ``np.random.pareto(mu)`` for a tail
+              exponent mu. The density exponent of those samples is ``alpha + 1`` (a Pareto
+              II), so the fit lands above ``alpha`` where the bend does not matter (small
+              alpha) and below it where it does (large alpha).
 
 Measured (docs/fitting.md): the bias the seed saw comes from its sampler, not the estimator.
+Only the ``"shape"`` reading shows both of its biases (over-estimated small, under-estimated
+large alpha); its good range is ~2.6–3.4, narrower than the seed's 1.5–3.5. The seed's
+formula for the sampler is lost from its text, so which reading it used cannot be settled.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import numpy as np
 
 from .powerlaw_fit import fit_power_law_batch
 
-__all__ = ["Calibration", "pareto_calibration", "plot_calibration", "DEFAULT_ALPHAS"]
+__all__ = ["Calibration", "pareto_calibration", "plot_calibration", "DEFAULT_ALPHAS", "SAMPLERS"]
 
 #: True exponents of the seed's experiment (1.2 … 6, the issue's range).
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(np.round(np.arange(1.2, 6.01, 0.4), 2))
@@ -66,9 +74,14 @@ class Calibration:
         return [(float(a), float(m), float(s)) for a, m, s in zip(self.true_alpha, self.mean_fit, self.std_fit)]
 
 
-def sample_pareto(rng: np.random.Generator, alpha: float, n: int,
-                  sampler: Literal["numpy", "pareto"]) -> np.ndarray:
-    """``n`` draws with density tail exponent ``alpha`` (see the module docstring)."""
+Sampler = Literal["numpy", "pareto", "shape"]
+SAMPLERS: tuple[str, ...] = ("numpy", "pareto", "shape")
+
+
+def sample_pareto(rng: np.random.Generator, alpha: float, n: int, sampler: Sampler) -> np.ndarray:
+    """``n`` draws for the nominal exponent ``alpha`` (see the module docstring)."""
+    if sampler == "shape":
+        return rng.pareto(alpha, size=n)
     x = rng.pareto(alpha - 1.0, size=n)
     return x + 1.0 if sampler == "pareto" else x
 
@@ -80,7 +93,7 @@ def pareto_calibration(
     trials: int = 50,
     seed: int = 0,
     fitter: str = "ww",
-    sampler: Literal["numpy", "pareto"] = "numpy",
+    sampler: Sampler = "numpy",
     device=None,
 ) -> Calibration:
     """Fit ``trials`` samples of size ``n`` for every true exponent; all fits in one batch.
@@ -90,10 +103,12 @@ def pareto_calibration(
         n, trials, seed: sample size, repetitions per alpha, RNG seed (reproducible).
         fitter: any ``fit_power_law`` fitter. ``ww`` fits ``x > 1e-5``; the threshold
             removes a negligible part of a ``numpy`` sample, none of a ``pareto`` one.
-        sampler: ``"numpy"`` (the seeds' ``np.random.pareto``) or ``"pareto"`` (exact).
+        sampler: ``"numpy"`` (the seeds' ``np.random.pareto`` with density exponent alpha),
+            ``"pareto"`` (exact) or ``"shape"`` (``np.random.pareto(alpha)``, numpy's shape
+            read as the exponent).
     """
-    if sampler not in ("numpy", "pareto"):
-        raise ValueError(f"sampler must be 'numpy' or 'pareto', not {sampler!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, not {sampler!r}")
     alphas = np.asarray(alphas, dtype=np.float64)
     if np.any(alphas <= 1):
         raise ValueError("true alphas must be > 1")

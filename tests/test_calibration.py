@@ -6,6 +6,8 @@ in the middle range and biased outside it, under-estimating large alpha. Measure
 (Pareto II, density ∝ (1+x)^−alpha) the fit is good (|bias| <= 0.15) for alpha <= 2 and
 under-estimates steadily above (≈ −0.5 at 3, −1.0 at 4, −2.4 at 6); on exact Pareto samples
 the same estimator is unbiased everywhere — the bias is the sampler's bend, not the MLE.
+Reading numpy's shape parameter as the exponent (sampler ``"shape"``) shows both of the seed's
+biases: over-estimated small alpha and under-estimated large alpha, good near 3.
 """
 
 from __future__ import annotations
@@ -33,6 +35,19 @@ def test_reproduces_seed_finding(seed_experiment):
     assert bias[2.0] > bias[3.0] > bias[4.0] > bias[6.0]
     assert c.good(0.15).tolist() == [True, True, True, False, False, False]
     assert np.isfinite(c.fits).all() and c.fits.shape == (len(ALPHAS), 24)
+
+
+def test_shape_reading_shows_both_biases():
+    """numpy's shape parameter read as the exponent (``np.random.pareto(alpha)`` vs alpha, as
+    seed 001 writes ``np.random.pareto(mu)``): over-estimated small alpha, good near 3,
+    under-estimated large alpha — both directions of the seed's finding."""
+    c = pareto_calibration((1.2, 1.6, 2.0, 3.0, 4.0, 6.0), n=1000, trials=24, seed=2,
+                           fitter="seed", sampler="shape")
+    bias = dict(zip(c.true_alpha.tolist(), c.bias.tolist()))
+    assert bias[1.2] > 0.6 and bias[1.6] > 0.4 and bias[2.0] > 0.3, bias
+    assert abs(bias[3.0]) <= 0.25, bias
+    assert bias[4.0] < -0.4 and bias[6.0] < -2.0, bias
+    assert c.good(0.25).tolist() == [False, False, False, True, False, False]
 
 
 def test_exact_pareto_is_unbiased():

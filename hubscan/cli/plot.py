@@ -92,7 +92,7 @@ def calibration_command(
     n: int = typer.Option(1000, "--n", help="Sample size of each Pareto sample (seed 000: 1000)."),
     trials: int = typer.Option(10, "--trials", help="Samples per true alpha."),
     fitter: str = typer.Option("ww", "--fitter", help="ww | seed | truncated"),
-    sampler: str = typer.Option("numpy", "--sampler", help="numpy (the seeds' np.random.pareto, a Lomax law) | pareto (exact power law)."),
+    sampler: str = typer.Option("numpy", "--sampler", help="numpy (the seeds' np.random.pareto, a Lomax law) | pareto (exact power law) | shape (np.random.pareto(alpha) vs alpha: both of the seed's biases)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     lake: Optional[Path] = typer.Option(None, "--lake", help="Also draw this lake's layer alphas (histogram, right axis)."),
     where: Optional[str] = typer.Option(None, "--where", help="SQL predicate on the lake's layer rows."),
