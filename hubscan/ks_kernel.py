@@ -45,7 +45,19 @@ BUCKETS = 64
 HINTS = 4
 
 
-@njit(cache=True, nogil=True)
+def _compiled(**options):
+    """``njit(nogil=True)`` with numba's on-disk cache (compiling costs ~2 s per process, loading
+    ~0.5 s) — or without it where numba finds no writable cache location (a read-only install
+    and no writable home; numba raises at decoration time), so import never fails on that."""
+    def wrap(fn):
+        try:
+            return njit(cache=True, nogil=True, **options)(fn)
+        except RuntimeError:
+            return njit(cache=False, nogil=True, **options)(fn)
+    return wrap
+
+
+@_compiled()
 def tail_table(x, L, unique):
     """For each point i of the sorted data ``x`` (logs ``L``): ``S_i = Σ_{j≥i} ln(x_j/x_i)``,
     the index of the first occurrence of ``x_i``'s value, and whether i is an xmin candidate
@@ -72,7 +84,7 @@ def tail_table(x, L, unique):
     return S, first, cand
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_compiled(inline="always")
 def _dev(L, E, use_E, i, n, lxm, beta, den, use_den, k):
     """``|F(t_j) − emp_j|`` at point ``j = i + k`` of candidate ``i``'s tail, with the torch
     path's operations (``ks_search._deviation_max``): ``t = L_j − ln xmin``,
@@ -94,7 +106,7 @@ def _dev(L, E, use_E, i, n, lxm, beta, den, use_den, k):
     return abs(F - e)
 
 
-@njit(cache=True, nogil=True)
+@_compiled()
 def _scan(L, E, use_E, i, n, beta, den, use_den, lim, start):
     """Max deviation over the tail of candidate ``i`` (visited from point ``start`` on, then
     wrapping around), and where it is reached; stops early, returning ``dead=True``, once the
@@ -117,7 +129,7 @@ def _scan(L, E, use_E, i, n, beta, den, use_den, lim, start):
     return run, i + arg, False
 
 
-@njit(cache=True, nogil=True)
+@_compiled()
 def search(L, E, use_E, ci, n, beta, den, use_den):
     """``(p, D)``: the position in the candidate arrays of the first candidate of minimal KS
     distance, and that D (``(-1, nan)`` without candidates).
