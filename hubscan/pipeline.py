@@ -206,13 +206,20 @@ def failed_model(ref: ModelRef, options: AnalysisOptions, exc: BaseException, *,
 
 
 def is_final(result: ModelResult) -> bool:
-    """Whether a result settles its model: no file failed for a reason that may pass.
+    """Whether a result settles its model: every failure is one that would happen again.
 
-    A model with a transiently failed file (5xx, 429, timeout after all retries) is left
-    *open*: the engine writes its failures and its good files' rows but not its ``models``
-    row, so the next run plans it again — and, by content hash, fetches only what is missing.
+    Settled failures are hubscan's own verdicts on the input (``hubscan.errors``: a malformed
+    or unsafe file, a missing repo, a gated one, …) and a worker that died on the model on
+    every attempt. Two kinds leave the model *open* instead — the engine writes its failures
+    and its good files' rows but not its ``models`` row, so the next run plans it again and,
+    by content hash, fetches only what is missing:
+
+    - transient errors (5xx, 429, timeouts after all retries);
+    - errors outside that vocabulary (``TypeError``, ``KeyError``, …): a bug in hubscan or a
+      library says nothing about the checkpoint, and a fixed hubscan should re-analyse the
+      model on its next run without ``--force``.
     """
-    return not any(f.get("error_class") in _TRANSIENT_NAMES for f in result.failures)
+    return all(f.get("error_class") in _SETTLED_NAMES for f in result.failures)
 
 
 def with_reused_layers(result: ModelResult, reused_layer_rows: list[dict[str, Any]]) -> ModelResult:
@@ -239,16 +246,16 @@ def with_reused_layers(result: ModelResult, reused_layer_rows: list[dict[str, An
     return replace(result, model=model)
 
 
-def _transient_names() -> frozenset[str]:
-    """Class names of the errors ``is_transient`` accepts: hubscan's tree, the builtin
-    connection errors, and the engine's ``ModelTimeout`` — the failure rows' vocabulary."""
+def _settled_names() -> frozenset[str]:
+    """Class names of the failures that settle a model (see ``is_final``): ``hubscan.errors``
+    but the transient ones (``is_transient``), and the engine's ``WorkerDied``, which the
+    engine has already retried."""
     from . import errors
 
     classes = [getattr(errors, n) for n in errors.__all__]
-    classes += [TimeoutError, ConnectionError, *ConnectionError.__subclasses__()]
-    names = {c.__name__ for c in classes
-             if isinstance(c, type) and issubclass(c, BaseException) and is_transient(c.__new__(c))}
-    return frozenset(names | {"ModelTimeout"})
+    return frozenset({c.__name__ for c in classes
+                      if isinstance(c, type) and issubclass(c, errors.HubscanError)
+                      and not is_transient(c.__new__(c))} | {"WorkerDied"})
 
 
 def file_key(ref: ModelRef, wf: WeightFile) -> str:
@@ -346,7 +353,7 @@ def _timed_load(load: Callable[[], Any], clock: _Clock) -> Callable[[], Any]:
 
 
 _END = object()
-_TRANSIENT_NAMES = _transient_names()
+_SETTLED_NAMES = _settled_names()
 
 
 def readahead(tensors: Iterable[TensorRef], *, max_bytes: int) -> Iterator[TensorRef]:

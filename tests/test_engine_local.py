@@ -101,6 +101,39 @@ def test_stop_then_rerun_continues(tmp_path, demo_models):
     assert len(models_table(lake)) == 6
 
 
+def test_a_bug_leaves_the_model_open_and_the_next_run_retries_it(tmp_path, demo_models, monkeypatch):
+    """An error outside hubscan's vocabulary (here a TypeError, as a bug in the analysis would
+    raise) is a failures row, but not a verdict on the checkpoint: the model gets no models
+    row, the scan counts it as to retry, and the next run — with the bug gone — analyses it
+    without --force. Checkpoint errors, by contrast, settle a model (test_pipeline.py)."""
+    import hubscan.pipeline as pipeline
+
+    lake = tmp_path / "lake"
+    spec = spec_for(lake, demo_models[0].parent)
+    victim = sorted(f.name for f in demo_models)[2]
+    real = pipeline._analyze_file
+
+    def buggy(ref, wf, *args, **kwargs):
+        if ref.repo_id.endswith(victim):
+            raise TypeError("unsupported operand type(s) for +: 'NoneType' and 'int'")
+        return real(ref, wf, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_analyze_file", buggy)
+    first = run_scan(spec, executor="local", progress=False)
+    assert (first.status, first.n_ok, first.n_failed, first.n_open) == ("completed", 5, 0, 1)
+    assert victim not in [r["repo_id"] for r in models_table(lake)]
+    failures = Lake(str(lake)).query("SELECT repo_id, stage, error_class FROM failures").to_pylist()
+    assert [(f["repo_id"].endswith(victim), f["error_class"]) for f in failures] == [(True, "TypeError")]
+
+    monkeypatch.setattr(pipeline, "_analyze_file", real)  # the fixed release
+    second = run_scan(spec, executor="local", progress=False)
+    assert (second.n_planned, second.n_ok, second.n_skipped, second.n_open) == (1, 1, 5, 0)
+    rows = models_table(lake)
+    assert len(rows) == 6 and all(r["status"] == "ok" for r in rows)
+    latest = Lake(str(lake)).query("SELECT count(*) AS n, count(DISTINCT repo_id) AS d FROM models_latest").to_pylist()
+    assert latest == [{"n": 6, "d": 6}]
+
+
 def test_plan_skips_caps_orders_and_bounds(tmp_path, demo_models):
     lake = Lake(str(tmp_path / "lake"))
     refs = [r for f in demo_models for r in resolve(str(f))]
