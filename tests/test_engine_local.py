@@ -286,6 +286,14 @@ def test_unwritable_lake_fails_the_scan_without_raising(tmp_path, demo_models):
     assert s.n_ok == 0
 
 
+def test_a_bad_http_setting_fails_the_scan_before_any_model(tmp_path, demo_models, monkeypatch):
+    """Workers read HUBSCAN_HTTP_*; a bad value must not turn every model into a failure row."""
+    monkeypatch.setenv("HUBSCAN_HTTP_RETRIES", "lots")
+    s = run_scan(spec_for(tmp_path / "lake", demo_models[0].parent), executor="local", progress=False)
+    assert s.status == "failed" and "HUBSCAN_HTTP_RETRIES" in s.error and s.n_ok == 0
+    assert Lake(str(tmp_path / "lake")).query("SELECT count(*) AS n FROM failures").to_pylist() == [{"n": 0}]
+
+
 class RecordingLocal(LocalExecutor):
     """The real local executor, recording which models were handed to it."""
 

@@ -9,7 +9,7 @@ import time
 import httpx2
 import pytest
 
-from hubscan.errors import RateLimited
+from hubscan.errors import RateLimited, SpecError, TransientFetchError
 from hubscan.sources import FetchStats, http, list_models
 from hubscan.sources.ratelimit import TIERS, Quota, RateLimiter, default_tier
 from hubscan.testing.fakehub import FakeHub, populate_catalog
@@ -103,3 +103,35 @@ def test_transport_counts_and_raises_our_errors(fakehub):
     assert r.status_code == 200 and stats.api_calls == 3 and stats.retries == 2
     assert http.call_class(f"{fakehub.url}/a/b/resolve/main/x") == "resolve"
     assert http.call_class(httpx2.URL(f"{fakehub.url}/cdn/abc")) == "other"
+
+
+def test_retry_policy_from_environment():
+    """Every RetryPolicy knob has a HUBSCAN_HTTP_* variable (the Ray executor forwards them to
+    its workers); a bad value is a SpecError that names the variable."""
+    p = http.RetryPolicy.from_env({
+        "HUBSCAN_HTTP_RETRIES": "2", "HUBSCAN_HTTP_BACKOFF": "0.25", "HUBSCAN_HTTP_MAX_BACKOFF": "4",
+        "HUBSCAN_HTTP_TIMEOUT": "7.5", "HUBSCAN_HTTP_CONNECT_TIMEOUT": "3",
+        "HUBSCAN_HTTP_MAX_RETRY_AFTER": "60"})
+    assert (p.max_retries, p.base_delay, p.max_delay, p.read_timeout, p.connect_timeout,
+            p.max_retry_after) == (2, 0.25, 4.0, 7.5, 3.0, 60.0)
+    assert http.RetryPolicy.from_env({}) == http.RetryPolicy()
+    assert http.RetryPolicy.from_env({"HUBSCAN_HTTP_RETRIES": " "}) == http.RetryPolicy()
+    for var, bad in [("HUBSCAN_HTTP_RETRIES", "two"), ("HUBSCAN_HTTP_RETRIES", "1.5"),
+                     ("HUBSCAN_HTTP_TIMEOUT", "0"), ("HUBSCAN_HTTP_BACKOFF", "-1"),
+                     ("HUBSCAN_HTTP_MAX_RETRY_AFTER", "nan")]:
+        with pytest.raises(SpecError, match=var):
+            http.RetryPolicy.from_env({var: bad})
+
+
+def test_retry_budget_from_environment_end_to_end(tmp_path, monkeypatch):
+    """HUBSCAN_HTTP_RETRIES=1: one retry, then the transport gives up with our error."""
+    monkeypatch.setenv("HUBSCAN_HTTP_RETRIES", "1")
+    monkeypatch.setenv("HUBSCAN_HTTP_BACKOFF", "0.01")
+    monkeypatch.setenv("HUBSCAN_HTTP_MAX_BACKOFF", "0.02")
+    with FakeHub() as hub, hub.environ(tmp_path, fast_retries=False):
+        hub.add_repo("a/b", {"x.txt": b"x"})
+        hub.inject("status", endpoint="api", status=502, times=3)
+        stats = FetchStats()
+        with http.tracking(stats), pytest.raises(TransientFetchError):
+            http.session().get(f"{hub.url}/api/models/a/b")
+        assert stats.retries == 1 and [r.status for r in hub.select("api")] == [502, 502]

@@ -193,6 +193,10 @@ def run_scan(
         _write_scan_row(lake, spec, summary)  # "running": a run killed with -9 stays visible
         if display:
             display.start()
+        # a bad HUBSCAN_HTTP_* variable fails the scan here, not every model in the workers
+        from ..sources.http import RetryPolicy
+
+        RetryPolicy.from_env()
         emit(ScanProgress("plan"))
         plan = plan_scan(spec, lake, force=force, reanalyze=reanalyze, refs=refs)
         summary = replace(summary, n_listed=plan.n_listed, n_planned=len(plan.todo),

@@ -18,8 +18,12 @@ library's and our streaming reader's alike:
   with ``tracking(stats)``.
 
 Environment (read at call time, not import time): ``HF_ENDPOINT``, ``HF_TOKEN``,
-``HF_HUB_OFFLINE``, ``HUBSCAN_HF_TIER`` (``anonymous|free|pro|unlimited``),
-``HUBSCAN_HTTP_TIMEOUT`` (read timeout, seconds).
+``HF_HUB_OFFLINE``, ``HUBSCAN_HF_TIER`` (``anonymous|free|pro|unlimited``), and the
+``RetryPolicy`` knobs ``HUBSCAN_HTTP_TIMEOUT`` (read timeout, s), ``HUBSCAN_HTTP_CONNECT_TIMEOUT``
+(s), ``HUBSCAN_HTTP_RETRIES``, ``HUBSCAN_HTTP_BACKOFF`` (base delay, s),
+``HUBSCAN_HTTP_MAX_BACKOFF`` (s) and ``HUBSCAN_HTTP_MAX_RETRY_AFTER`` (s). The Ray executor
+forwards every ``HUBSCAN_*`` variable to its workers, so one setting on the driver governs the
+whole cluster's fetches.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from dataclasses import dataclass, field
 
 import httpx2
 
-from ..errors import GatedRepo, NotFound, RateLimited, SourceError, TransientFetchError
+from ..errors import GatedRepo, NotFound, RateLimited, SourceError, SpecError, TransientFetchError
 from .base import FetchStats
 from .ratelimit import RateLimiter, default_tier, parse_ratelimit
 
@@ -95,9 +99,37 @@ class RetryPolicy:
         return delay
 
     @classmethod
-    def from_env(cls) -> RetryPolicy:
-        t = os.environ.get("HUBSCAN_HTTP_TIMEOUT")
-        return cls(read_timeout=float(t)) if t else cls()
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RetryPolicy:
+        """The default policy with the ``HUBSCAN_HTTP_*`` overrides (module docstring).
+
+        Raises:
+            SpecError: a variable that is not a number in its range (named in the message).
+        """
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, float | int] = {}
+        for var, (name, kind, lowest) in _POLICY_ENV.items():
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise SpecError(f"{var}={raw!r}: not {'an integer' if kind is int else 'a number'}") from None
+            if not value >= lowest:
+                raise SpecError(f"{var}={raw!r}: must be >= {lowest}")
+            kwargs[name] = value
+        return cls(**kwargs)
+
+
+# HUBSCAN_HTTP_* variable → (RetryPolicy field, type, smallest allowed value)
+_POLICY_ENV: dict[str, tuple[str, type, float]] = {
+    "HUBSCAN_HTTP_TIMEOUT": ("read_timeout", float, 0.001),
+    "HUBSCAN_HTTP_CONNECT_TIMEOUT": ("connect_timeout", float, 0.001),
+    "HUBSCAN_HTTP_RETRIES": ("max_retries", int, 0),
+    "HUBSCAN_HTTP_BACKOFF": ("base_delay", float, 0.0),
+    "HUBSCAN_HTTP_MAX_BACKOFF": ("max_delay", float, 0.0),
+    "HUBSCAN_HTTP_MAX_RETRY_AFTER": ("max_retry_after", float, 0.0),
+}
 
 
 def call_class(url: str | httpx2.URL) -> str:
