@@ -20,7 +20,10 @@ What this module guarantees, and why:
   (:class:`SystemClock` in production, :class:`ManualClock` in tests), so tests move time
   by hand instead of waiting for it.
 
-Cron expressions are evaluated in UTC by croniter (5 fields, or 6 with seconds).
+Cron expressions are evaluated by croniter (5 fields, or 6 with seconds) in the job's IANA
+time zone (``[scan] timezone``, default UTC); every time the scheduler stores or compares is
+aware UTC. Across daylight-saving changes croniter's rules hold: a time in the skipped spring
+hour fires at the first valid time after it, a time in the repeated autumn hour fires in both.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Protocol
 
 from croniter import croniter
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import SpecError
 
@@ -55,6 +59,7 @@ __all__ = [
     "Scheduler",
     "latest_fire_time",
     "next_fire_time",
+    "zone",
     "due_trigger",
     "default_state_dir",
     "install_signal_handlers",
@@ -79,20 +84,30 @@ def validate_cron(expr: str) -> str:
     return expr
 
 
-def next_fire_time(cron: str, after: datetime) -> datetime:
-    """The first cron time strictly after ``after`` (UTC)."""
-    return croniter(cron, _utc(after)).get_next(datetime)
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name`` (``"UTC"``, ``"Europe/Berlin"``), or :class:`SpecError`."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise SpecError(f"unknown time zone {name!r} (an IANA name such as 'UTC' or "
+                        "'America/New_York')") from None
 
 
-def latest_fire_time(cron: str, at_or_before: datetime) -> datetime:
-    """The last cron time ``<= at_or_before`` (croniter's ``get_prev`` is strict, hence the check)."""
+def next_fire_time(cron: str, after: datetime, tz: str = "UTC") -> datetime:
+    """The first cron time strictly after ``after``, the expression read in zone ``tz``; UTC."""
+    return _utc(croniter(cron, _utc(after).astimezone(zone(tz))).get_next(datetime))
+
+
+def latest_fire_time(cron: str, at_or_before: datetime, tz: str = "UTC") -> datetime:
+    """The last cron time ``<= at_or_before`` (croniter's ``get_prev`` is strict, hence the
+    check), the expression read in zone ``tz``; UTC."""
     now = _utc(at_or_before)
-    prev = croniter(cron, now).get_prev(datetime)
+    prev = croniter(cron, now.astimezone(zone(tz))).get_prev(datetime)
     nxt = croniter(cron, prev).get_next(datetime)
-    return nxt if nxt <= now else prev
+    return _utc(nxt) if nxt <= now else _utc(prev)
 
 
-def due_trigger(cron: str, since: datetime | None, now: datetime) -> datetime | None:
+def due_trigger(cron: str, since: datetime | None, now: datetime, tz: str = "UTC") -> datetime | None:
     """The cron time a run is owed for at ``now``, given the last handled time ``since``.
 
     Several missed cron times collapse into the latest one: a spec that missed four nightly
@@ -100,7 +115,7 @@ def due_trigger(cron: str, since: datetime | None, now: datetime) -> datetime | 
     """
     if since is None:
         return _utc(now)
-    latest = latest_fire_time(cron, now)
+    latest = latest_fire_time(cron, now, tz)
     return latest if latest > _utc(since) else None
 
 
@@ -210,7 +225,8 @@ class Job:
 
     Attributes:
         name: unique key of the job's state and lock files (a spec's name or file stem).
-        cron: cron expression, UTC.
+        cron: cron expression, read in ``tz``.
+        tz: IANA time zone of the cron expression (default UTC).
         run: does one run; gets the scheduler's stop event and must return soon after it
             is set. Returns a :class:`RunOutcome` (or anything; ``None`` means completed).
     """
@@ -218,9 +234,11 @@ class Job:
     name: str
     cron: str
     run: Callable[[threading.Event], RunOutcome | None] = field(repr=False, compare=False)
+    tz: str = "UTC"
 
     def __post_init__(self) -> None:
         validate_cron(self.cron)
+        zone(self.tz)
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
             raise SpecError(f"job name {self.name!r}: use letters, digits, '.', '_' and '-' only")
 
@@ -414,7 +432,7 @@ class Scheduler:
         loop waits for in-flight runs, which got the same stop event, to finish.
         """
         self._startup()
-        log.info("scheduler started: %s", ", ".join(f"{j.name} [{j.cron}]" for j in self.jobs))
+        log.info("scheduler started: %s", ", ".join(f"{j.name} [{j.cron} {j.tz}]" for j in self.jobs))
         try:
             while not self.stop_event.is_set():
                 now = self.clock.now()
@@ -423,7 +441,7 @@ class Scheduler:
                     if trigger is not None and not self.stop_event.is_set():
                         self._handled[job.name] = trigger
                         self._launch(job, trigger, background=True)
-                wake = min(next_fire_time(j.cron, now) for j in self.jobs)
+                wake = min(next_fire_time(j.cron, now, j.tz) for j in self.jobs)
                 log.debug("next trigger at %s", wake.isoformat())
                 self.clock.sleep_until(wake, self.stop_event)
         finally:
@@ -447,7 +465,7 @@ class Scheduler:
                 state = self.store.load(job.name)
                 since = state.last_trigger if state else None
                 log.info("%s: not due (last run for %s, next at %s)", job.name,
-                         since.isoformat() if since else "-", next_fire_time(job.cron, now).isoformat())
+                         since.isoformat() if since else "-", next_fire_time(job.cron, now, job.tz).isoformat())
                 continue
             self._handled[job.name] = trigger
             records.append(self._launch(job, trigger, background=False))
@@ -468,7 +486,7 @@ class Scheduler:
         now = self.clock.now()
         if self._due(job, now) is not None:
             return now
-        return next_fire_time(job.cron, now)
+        return next_fire_time(job.cron, now, job.tz)
 
     def records(self, job_name: str | None = None) -> list[TriggerRecord]:
         with self._history_lock:
@@ -518,9 +536,9 @@ class Scheduler:
             state = self.store.load(job.name)
             if state is not None and state.last_status in ("running", "stopped") and state.last_trigger:
                 # Resume an interrupted run, for the latest cron time that has passed.
-                latest = latest_fire_time(job.cron, now)
+                latest = latest_fire_time(job.cron, now, job.tz)
                 return max(state.last_trigger, latest)
-        return due_trigger(job.cron, since, now)
+        return due_trigger(job.cron, since, now, job.tz)
 
     def _launch(self, job: Job, trigger: datetime, *, background: bool) -> TriggerRecord:
         lock = self.store.lock(job.name)
@@ -648,7 +666,7 @@ def spec_jobs(
         if not spec.schedule:
             raise SpecError(f"{path}: no schedule — add `schedule = \"0 2 * * *\"` to [scan] "
                             f"(or run it once with `hubscan scan {path}`)")
-        jobs.append(Job(name=spec.name, cron=spec.schedule,
+        jobs.append(Job(name=spec.name, cron=spec.schedule, tz=spec.timezone,
                         run=_SpecRun(str(path), executor=executor, address=address,
                                      reanalyze=reanalyze, force=force)))
     return jobs

@@ -9,6 +9,7 @@ silently hours into an overnight scan. Format (every section optional but ``[sca
     name = "hf-top-text"             # names the scans rows and the lock of the scheduler
     lake = "./lake"                  # local path or pyarrow URI (s3://, gs://, file://)
     schedule = "0 2 * * *"           # cron, used by `hubscan schedule` (optional)
+    timezone = "Europe/Berlin"       # IANA zone the schedule is read in (default UTC)
 
     [[sources]]                      # one table per source; every other key is a filter
     kind = "hf"                      # hf | tv | local | hf-cache | demo
@@ -149,6 +150,7 @@ class ScanSpec:
     retry: RetrySpec = RetrySpec()
     limits: LimitSpec = LimitSpec()
     schedule: str | None = None
+    timezone: str = "UTC"  # IANA zone the schedule is read in
     path: str | None = None  # the file it was read from, for messages
 
     def to_dict(self) -> dict[str, Any]:
@@ -268,7 +270,7 @@ class _Validator:
         self.no_unknown("top level", doc,
                         ["scan", "sources", "analysis", "resources", "retry", "limits"])
         scan = self.table(doc, "scan")
-        self.no_unknown("scan", scan, ["name", "lake", "schedule"])
+        self.no_unknown("scan", scan, ["name", "lake", "schedule", "timezone"])
         name = self.get("scan", scan, "name", str, None)
         if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
             raise self.fail("scan", f"name must be a non-empty word of [A-Za-z0-9._-], got {name!r}")
@@ -281,10 +283,19 @@ class _Validator:
 
             if not croniter.is_valid(schedule):
                 raise self.fail("scan", f"schedule {schedule!r} is not a valid cron expression")
+        tz = self.get("scan", scan, "timezone", str, "UTC")
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise self.fail("scan", f"timezone {tz!r} is not an IANA time zone (e.g. 'UTC', "
+                                    "'Europe/Berlin')") from None
         return ScanSpec(
             name=name,
             lake=lake,
             schedule=schedule,
+            timezone=tz,
             sources=self.sources(doc.get("sources")),
             analysis=self.analysis(self.table(doc, "analysis")),
             resources=self.resources(self.table(doc, "resources")),

@@ -96,6 +96,41 @@ def test_bad_cron_and_bad_names_are_spec_errors():
         Scheduler([Job("a", NIGHTLY, print), Job("a", NIGHTLY, print)], state_dir="/tmp/unused-x")
 
 
+def test_cron_in_a_time_zone_follows_its_daylight_saving():
+    """02:00 in Berlin is 01:00 UTC in winter and 00:00 UTC in summer; the spring change
+    (2026-03-29, 02:00 → 03:00) moves a 02:30 job to 03:00 local, as croniter defines it."""
+    berlin = "Europe/Berlin"
+    winter = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    assert next_fire_time(NIGHTLY, winter, berlin) == datetime(2026, 1, 6, 1, tzinfo=UTC)
+    assert latest_fire_time(NIGHTLY, winter, berlin) == datetime(2026, 1, 5, 1, tzinfo=UTC)
+    summer = datetime(2026, 7, 5, 12, tzinfo=UTC)
+    assert next_fire_time(NIGHTLY, summer, berlin) == datetime(2026, 7, 6, 0, tzinfo=UTC)
+    assert due_trigger(NIGHTLY, datetime(2026, 7, 1, tzinfo=UTC), summer, berlin) == \
+        datetime(2026, 7, 5, 0, tzinfo=UTC)
+    spring = datetime(2026, 3, 28, 12, tzinfo=UTC)
+    assert next_fire_time("30 2 * * *", spring, berlin) == datetime(2026, 3, 29, 1, tzinfo=UTC)
+    assert next_fire_time(NIGHTLY, winter) == next_fire_time(NIGHTLY, winter, "UTC") == t(6, 2)
+    with pytest.raises(SpecError, match="time zone"):
+        Job("x", NIGHTLY, print, tz="Mars/Olympus")
+
+
+def test_scheduler_fires_on_local_cron_times(tmp_path):
+    """A job at 02:00 New York time runs at 07:00 UTC (EST) on the scheduler's UTC clock."""
+    clock = ManualClock(t(1, 12))
+    rec = Recorder()
+    rec.clock = clock
+    sched = Scheduler([Job("ny", NIGHTLY, rec, tz="America/New_York")], state_dir=tmp_path, clock=clock)
+    th = start_loop(sched)
+    assert clock.wait_asleep() == t(2, 7)
+    sched.wait_idle()
+    clock.set(t(2, 7))
+    assert clock.wait_asleep() == t(3, 7)
+    sched.wait_idle()
+    sched.stop()
+    th.join(60)
+    assert rec.calls == [t(1, 12), t(2, 7)]
+
+
 def test_state_roundtrips_through_json(tmp_path):
     store = StateStore(tmp_path)
     st = JobState(name="j", cron=NIGHTLY, last_trigger=t(3, 2), last_started=t(3, 2, 1),
@@ -298,4 +333,7 @@ def test_a_spec_without_schedule_is_refused_by_api_and_cli(tmp_path):
     assert result.exit_code == 2 and "no schedule" in result.output
     path.write_text(path.read_text().replace('lake = "l"', 'lake = "l"\nschedule = "0 2 * * *"'))
     [job] = spec_jobs([path], executor="local")
-    assert (job.name, job.cron) == ("x", "0 2 * * *")
+    assert (job.name, job.cron, job.tz) == ("x", "0 2 * * *", "UTC")
+    path.write_text(path.read_text().replace('schedule = "0 2 * * *"', 'schedule = "0 2 * * *"\ntimezone = "Asia/Tokyo"'))
+    [job] = spec_jobs([path], executor="local")
+    assert job.tz == "Asia/Tokyo"

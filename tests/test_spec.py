@@ -60,6 +60,7 @@ def test_full_spec_round_trip():
     spec = loads_spec(FULL)
     assert isinstance(spec, ScanSpec)
     assert (spec.name, spec.lake, spec.schedule) == ("nightly-top", "s3://bucket/lake", "0 2 * * *")
+    assert spec.timezone == "UTC"  # the default
     assert [s.kind for s in spec.sources] == ["demo", "demo"]
     assert dict(spec.sources[0].filters) == {"path": "demo-ckpts", "n_models": 4}
     assert spec.analysis == AnalysisOptions(convention="seed", min_evals=10, keep_spectra=False)
@@ -110,6 +111,7 @@ BASE = '[scan]\nname="x"\nlake="lake"\n[[sources]]\nkind="demo"\n'
     (BASE + "[retry]\nbackoff_s = 5\nmax_backoff_s = 1\n", "max_backoff_s must be >= backoff_s"),
     (BASE + "[limits]\nallow_bin = \"yes\"\n", "allow_bin must be bool"),
     ('[scan]\nname="x"\nlake="l"\nschedule="every night"\n[[sources]]\nkind="demo"\n', "not a valid cron"),
+    ('[scan]\nname="x"\nlake="l"\ntimezone="Mars/Olympus"\n[[sources]]\nkind="demo"\n', "timezone 'Mars/Olympus' is not an IANA"),
     ('[scan]\nname="x"\nlake="l"\n', "at least one [[sources]]"),
     ('[scan]\nname="x"\nlake="l"\n[[sources]]\nkind="ftp"\n', "kind must be one of hf, tv, local, hf-cache, demo"),
     ('[scan]\nname="x"\nlake="l"\n[[sources]]\nkind="demo"\nfilter="a"\n', "unknown key 'filter'"),

@@ -17,7 +17,7 @@ from ._app import app
 
 @app.command("schedule")
 def schedule_command(
-    specs: list[Path] = typer.Argument(..., help="Scan spec files (TOML) with a `schedule` cron expression (UTC) in their scan table."),
+    specs: list[Path] = typer.Argument(..., help="Scan spec files (TOML) with a `schedule` cron expression in their scan table (read in its `timezone`, default UTC)."),
     once: bool = typer.Option(False, "--once", help="Run every due spec once, then exit (for cron, systemd timers, Kubernetes CronJobs)."),
     state_dir: Optional[Path] = typer.Option(None, "--state-dir", envvar="HUBSCAN_STATE_DIR",
                                              help="Where last-run times and locks live (default: ~/.local/state/hubscan/schedule)."),
