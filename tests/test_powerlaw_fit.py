@@ -430,3 +430,18 @@ def test_ks_curve_and_k_select_on_tfidf():
     with pytest.raises(MatrixError):
         k_select(np.ones(10))
     assert ks_curve(np.ones(10))[0].size == 0
+
+
+def test_warm_up_compiles_the_cpu_search_for_the_types_fits_use():
+    """Workers call warm_up() at start; afterwards a fit must not trigger a new compile."""
+    from hubscan import ks_kernel
+    from hubscan.powerlaw_fit import warm_up
+
+    warm_up()
+    before = (len(ks_kernel.search.signatures), len(ks_kernel.tail_table.signatures))
+    assert before[0] >= 1 and before[1] >= 1
+    x = np.random.default_rng(24).pareto(2.0, 700) + 1.0
+    for fitter in ("ww", "seed"):
+        fit_power_law(x, fitter=fitter, device="cpu")
+        fit_power_law_batch([x, x[:100]], fitter=fitter, device="cpu", min_tail=5)
+    assert (len(ks_kernel.search.signatures), len(ks_kernel.tail_table.signatures)) == before

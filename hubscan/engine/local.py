@@ -35,7 +35,9 @@ class LocalExecutor:
         time a healthy model out); worker threads never race on a first import; and an
         installation that cannot import fails the scan at once, before any model runs."""
         from .. import analysis  # noqa: F401 - import cost paid at start, not per model
+        from ..powerlaw_fit import warm_up
 
+        warm_up()  # the compiled CPU search: compiled or loaded once, here
         if self.config.options.compare:
             from .. import compare  # noqa: F401 - scipy.stats: another second on a cold start
         if self.config.torch_threads:

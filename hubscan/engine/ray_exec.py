@@ -64,6 +64,10 @@ class AnalyzeWorker:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.device == "cuda":  # CUDA context + cuSOLVER handles, once per process
             torch.linalg.eigvalsh(torch.eye(8, device="cuda", dtype=torch.float64))
+        else:  # fits run the compiled CPU search: compile or load it once per process
+            from ..powerlaw_fit import warm_up
+
+            warm_up()
 
     def pid(self) -> int:
         return os.getpid()
