@@ -311,3 +311,36 @@ def test_sigterm_stops_a_running_schedule_and_the_next_start_resumes(fakehub, tm
     again = subprocess.run([*cmd, "schedule", "--once", str(spec_path), "--executor", "local"],
                            env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and again.stdout.strip() == ""   # not due until next 1 Jan 03:00
+
+
+def test_renamed_repo_is_followed_and_marked(fakehub, tmp_path):
+    """The Hub answers a renamed repo's old id with a 307 to the new one. A repo renamed out of
+    the spec's listing (another owner) is probed and marked ``renamed`` with its new id; the
+    old id's files still resolve through the redirect."""
+    populate(fakehub, names=("a", "b"))
+    spec = load_spec(write_spec(tmp_path))
+    lake = Lake(spec.lake)
+    assert incremental_run(spec, executor="local").counts()["n_done"] == 2
+    sha_b = fakehub.repos["acme/b"].sha
+    fakehub.rename_repo("acme/b", "elsewhere/b")
+    assert probe_repo("hf", "acme/b") == Probe("renamed", new_repo_id="elsewhere/b")
+    assert [r.status for r in fakehub.select("api", repo="acme/b")] == [307]
+    second = incremental_run(spec, executor="local")
+    assert [(e.repo_id, e.event, e.new_repo_id) for e in second.events] == [
+        ("acme/b", "renamed", "elsewhere/b")]
+    rows = lake.query("SELECT repo_id, event, revision, new_repo_id FROM repo_events "
+                      "WHERE event = 'renamed'").to_pylist()
+    assert rows == [{"repo_id": "acme/b", "event": "renamed", "revision": sha_b,
+                     "new_repo_id": "elsewhere/b"}]
+    third = incremental_run(spec, executor="local")  # marked once, not every run
+    assert third.events == ()
+    # the old id still serves the same bytes (hf_hub_download follows the 307)
+    from huggingface_hub import hf_hub_download
+
+    path = hf_hub_download("acme/b", "model.safetensors", revision=sha_b,
+                           cache_dir=str(tmp_path / "dl"))
+    import hashlib
+
+    assert 307 in [r.status for r in fakehub.select("resolve", repo="acme/b")]
+    served = fakehub.repos["elsewhere/b"].files["model.safetensors"]
+    assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == served.sha256

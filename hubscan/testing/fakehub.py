@@ -23,7 +23,8 @@ endpoint                                              class      used by
 
 Headers are the Hub's: ``X-Repo-Commit``, ``ETag`` (git oid, or sha256 for LFS),
 ``X-Linked-Etag`` / ``X-Linked-Size`` on LFS resolves, ``Accept-Ranges``/``Content-Range``,
-``X-Error-Code: RepoNotFound|RevisionNotFound|EntryNotFound|GatedRepo``, and — when
+``X-Error-Code: RepoNotFound|RevisionNotFound|EntryNotFound|GatedRepo``, a ``307`` to the new id
+for every API and resolve request naming a repo renamed with ``rename_repo``, and — when
 ``rate_limits`` is set — ``RateLimit`` / ``RateLimit-Policy`` with real fixed-window
 enforcement (429 when a class is exhausted).
 
@@ -43,7 +44,8 @@ logged (``hub.requests``, ``hub.count(…)``) so tests can assert what the clien
 
 The hub is bounded (``max_repos``, ``max_bytes`` held in memory, ``max_connections``) and
 stops by itself after ``idle_timeout`` seconds without a request. Repos are mutable
-(``update_repo``, ``delete_repo``) with old revisions still resolvable by sha, as on the Hub.
+(``update_repo``, ``delete_repo``, ``rename_repo``) with old revisions still resolvable by sha, as
+on the Hub.
 
 Run ``python -m hubscan.testing.fakehub --demo 20`` for a demo hub, then point
 ``HF_ENDPOINT`` at the printed URL.
@@ -358,6 +360,7 @@ class FakeHub:
         self.rate_limits = dict(rate_limits or {})
         self.tokens: dict[str, str] = dict(tokens or {})  # token → user name
         self.repos: dict[str, FakeRepo] = {}
+        self.renamed: dict[str, str] = {}  # old repo id → new one (answered with a 307)
         self.tv_files: dict[str, FakeFile] = {}
         self.faults: list[Fault] = []
         self._log: list[RequestRecord] = []
@@ -555,6 +558,19 @@ class FakeHub:
         with self._lock:
             repo = self.repos.pop(repo_id)
             self._bytes_held -= self._account(repo.files)
+
+    def rename_repo(self, old: str, new: str) -> None:
+        """Move a repo to a new id, as the Hub does: same files, revisions and shas, and every
+        request for the old id (API and resolve) answered with a 307 to the new one."""
+        with self._lock:
+            if new in self.repos:
+                raise ValueError(f"{new} exists")
+            repo = self.repos.pop(old)
+            repo.repo_id = new
+            self.repos[new] = repo
+            self.renamed = {k: (new if v == old else v) for k, v in self.renamed.items()}
+            self.renamed[old] = new
+            self.renamed.pop(new, None)
 
     def add_model(
         self,
@@ -1074,6 +1090,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._resolve(p)
         self._error(404, None, "not found")
 
+    def _moved(self, old_prefix: str, new_prefix: str) -> None:
+        """307 to the same request under a renamed repo's new id (query string kept)."""
+        path = self._rawpath.replace(old_prefix, new_prefix, 1)
+        query = urllib.parse.urlsplit(self.path).query
+        host = self.headers.get("Host")
+        self._headers(307, {"Location": f"http://{host}{path}" + (f"?{query}" if query else ""),
+                            "Content-Length": "0"})
+
     def _find_repo(self, segs: list[str]) -> tuple[FakeRepo | None, str, list[str]]:
         with self.hub._lock:
             if len(segs) >= 2 and "/".join(segs[:2]) in self.hub.repos:
@@ -1117,6 +1141,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             fault, rl = self._fault_or_limit("api", rid, None)
             if self._status:
                 return
+            if repo is None and rid in self.hub.renamed:
+                return self._moved(f"/api/models/{rid}", f"/api/models/{self.hub.renamed[rid]}")
             if not self._repo_gate(repo, rid, files=False):
                 return
             assert repo is not None
@@ -1211,6 +1237,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         fault, rl = self._fault_or_limit("resolve", rid, fpath)
         if self._status:
             return
+        if repo is None and rid in self.hub.renamed:
+            return self._moved(f"/{rid}/", f"/{self.hub.renamed[rid]}/")
         if not self._repo_gate(repo, rid, files=True):
             return
         assert repo is not None
