@@ -286,6 +286,30 @@ def test_unwritable_lake_fails_the_scan_without_raising(tmp_path, demo_models):
     assert s.n_ok == 0
 
 
+def test_an_interrupt_right_after_a_commit_is_still_counted(tmp_path, demo_models, monkeypatch):
+    """A second Ctrl-C (KeyboardInterrupt) landing just after a model's models row was
+    written, before the driver counted it: the scans row recounts from the lake, so it agrees
+    with the models the lake holds for that scan."""
+    import hubscan.engine.scan as engine_scan
+
+    real = engine_scan._write_result
+    committed = []
+
+    def write_then_interrupt(lake, result, *, with_model):
+        real(lake, result, with_model=with_model)
+        committed.append(result.model["repo_id"])
+        if len(committed) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_scan, "_write_result", write_then_interrupt)
+    spec = spec_for(tmp_path / "lake", demo_models[0].parent, "[resources]\nmodels_per_worker = 1\n")
+    s = run_scan(spec, executor="local", progress=False)
+    lk = Lake(str(tmp_path / "lake"))
+    in_lake = lk.query(f"SELECT count(*) AS n FROM models WHERE scan_id = '{s.scan_id}'").to_pylist()[0]["n"]
+    assert s.status == "stopped" and in_lake == 2 and s.n_ok == 2
+    assert lk.query("SELECT status, n_done FROM scans").to_pylist() == [{"status": "stopped", "n_done": 2}]
+
+
 def test_a_bad_http_setting_fails_the_scan_before_any_model(tmp_path, demo_models, monkeypatch):
     """Workers read HUBSCAN_HTTP_*; a bad value must not turn every model into a failure row."""
     monkeypatch.setenv("HUBSCAN_HTTP_RETRIES", "lots")

@@ -18,7 +18,8 @@ What the driver loop guarantees:
   back-off, up to ``retry.attempts``; then it becomes a failed model. File-level transient
   errors are retried inside the worker (``hubscan.pipeline``).
 - **Stopping**: ``stop_event`` stops admission; in-flight models finish and are written.
-  A ``KeyboardInterrupt`` (the CLI's second Ctrl-C) drops in-flight models whole. Either way
+  A ``KeyboardInterrupt`` (the CLI's second Ctrl-C) drops in-flight models whole (the counts
+  are then re-read from the lake, in case it cut a just-committed model's count). Either way
   the scans row says ``stopped``, and rerunning the same spec continues (the plan skips what
   the lake holds).
 """
@@ -310,6 +311,7 @@ class _Driver:
         except KeyboardInterrupt:
             self.c["dropped"] += len(self.ex.abort())
             status = "stopped"
+            self._recount()
         return replace(
             summary, status=status, n_ok=self.c["ok"], n_partial=self.c["partial"],
             n_failed=self.c["failed"], n_open=self.c["open"], n_dropped=self.c["dropped"],
@@ -317,6 +319,21 @@ class _Driver:
             bytes_fetched=self.c["bytes_fetched"], bytes_analysed=self.c["bytes_done"],
             write_s=self.write_s,
             errors_by_class=dict(self.errors))
+
+    def _recount(self) -> None:
+        """After an interrupt, take the settled counts from the lake: an interrupt landing
+        between a model's commit (its models row, written last) and the counter would
+        otherwise leave a model in the lake that its scans row does not count."""
+        try:
+            rows = self.lake.query(
+                "SELECT status, count(*) AS n FROM models "
+                f"WHERE scan_id = '{self.config.scan_id}' GROUP BY status").to_pylist()
+        except Exception:  # noqa: BLE001 - best effort: the counters stand
+            log.warning("could not recount scan %s from the lake", self.config.scan_id, exc_info=True)
+            return
+        for r in rows:
+            if r["status"] in ("ok", "partial", "failed"):
+                self.c[r["status"]] = max(self.c[r["status"]], int(r["n"]))
 
     def _has_work(self) -> bool:
         return bool(self.pending or self.delayed or any(self.waiting.values()))
