@@ -33,7 +33,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["search", "select_xmin_compiled", "tail_table", "SLACK"]
+__all__ = ["search", "select_xmin_compiled", "tail_table", "candidate_alphas", "SLACK"]
 
 #: A candidate is dropped when one of its deviations exceeds best D + SLACK: candidates within
 #: SLACK of the best are computed in full, so near-ties are decided on exact D with the
@@ -82,6 +82,30 @@ def tail_table(x, L, unique):
         first[i] = i if is_first else first[i - 1]
         cand[i] = (is_first and x[i] < x[N - 1]) if unique else i <= N - 2
     return S, first, cand
+
+
+@_compiled()
+def candidate_alphas(S, mask, reduced):
+    """The candidates ``ci`` (indices where ``mask``), their tail sizes ``n = N − ci`` and
+    ``β = alpha − 1 = n/S`` (``(n − 1)/S`` when ``reduced``: weightwatcher's small-N rule);
+    ``S = 0`` (a constant tail) gives ``β = inf``. One loop instead of five numpy calls."""
+    N = S.shape[0]
+    P = 0
+    for i in range(N):
+        if mask[i]:
+            P += 1
+    ci = np.empty(P, np.int64)
+    n = np.empty(P)
+    beta = np.empty(P)
+    p = 0
+    for i in range(N):
+        if mask[i]:
+            ci[p] = i
+            n[p] = float(N - i)
+            num = n[p] - 1.0 if reduced else n[p]
+            beta[p] = num / S[i] if S[i] != 0.0 else math.inf
+            p += 1
+    return ci, n, beta
 
 
 @_compiled(inline="always")

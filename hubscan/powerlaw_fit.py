@@ -485,28 +485,23 @@ def _fit_single_cpu(x: np.ndarray, xmax_model: float, opts: _Options) -> PowerLa
 
     Logs and the truncation denominators use torch's kernels, as the torch path does.
     """
-    from .ks_kernel import select_xmin_compiled, tail_table  # numba compiles or loads its cache
+    from .ks_kernel import candidate_alphas, search, tail_table  # numba compiles or loads its cache
 
     N = len(x)
     L = torch_inplace(x.copy(), "log_")
     S, first, mask = tail_table(x, L, opts.unique_points)
-    E = first if opts.unique_points else None
     small_n = N < WW_SMALL_N_CUTOFF
     if small_n or opts.xmin_range is not None or opts.min_tail is not None:
         n_i = N - np.arange(N, dtype=np.float64)
         mask = _admissible(mask[None, :], x[None, :], n_i[None, :], S[None, :], opts,
                            np.array([small_n]))[0]
-    ci = np.flatnonzero(mask)
-    n = (N - ci).astype(np.float64)
-    s = S[ci]
-    num = (n - 1.0) if (small_n and opts.fitter == "ww") else n
-    beta = np.divide(num, s, out=np.full(len(ci), math.inf), where=s != 0)  # 0: constant tail
-    den = None
+    ci, n, beta = candidate_alphas(S, mask, small_n and opts.fitter == "ww")
     u = None
+    den = beta  # unused by the untruncated (ww) model
     if opts.fitter == "seed":
         u = math.log(xmax_model) - L[ci]
         den = -torch_inplace(-beta * u, "expm1_")
-    w, D = select_xmin_compiled(L, E, ci, n, beta, den)
+    w, D = search(L, first, opts.unique_points, ci, n, beta, den, opts.fitter == "seed")
     xmax = float(x[-1]) if opts.fitter == "ww" else float(xmax_model)
     winner = None if w < 0 else (int(ci[w]), float(n[w]), float(beta[w]), float(D),
                                  math.inf if u is None else float(u[w]))
