@@ -250,6 +250,10 @@ def fit_power_law_batch(
     prepared = [_prepare(e, opts) for e in spectra]
     results: list[PowerLawFit | None] = [p if isinstance(p, PowerLawFit) else None for p in prepared]
     todo = [k for k, p in enumerate(prepared) if not isinstance(p, PowerLawFit)]
+    if _cpu_kernel_path(opts, dev):  # spectrum by spectrum: nothing to pad or group
+        for k in todo:
+            results[k] = _fit_single_cpu(*prepared[k], opts)
+        return results  # type: ignore[return-value]
     # Group by length so that one very long spectrum does not pad a batch of short ones.
     todo.sort(key=lambda k: len(prepared[k][0]))
     start = 0
@@ -259,10 +263,7 @@ def fit_power_law_batch(
         while stop < len(todo) and len(prepared[todo[stop]][0]) <= max(2 * n_shortest, 64):
             stop += 1
         group = todo[start:stop]
-        if _cpu_kernel_path(opts, dev):
-            fits = [_fit_single_cpu(*prepared[k], opts) for k in group]
-        else:
-            fits = _fit_group([prepared[k] for k in group], opts, dev)
+        fits = _fit_group([prepared[k] for k in group], opts, dev)
         for k, f in zip(group, fits):
             results[k] = f
         start = stop
