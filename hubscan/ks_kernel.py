@@ -33,7 +33,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["search", "select_xmin_compiled", "tail_table", "candidate_alphas", "SLACK"]
+__all__ = ["search", "tail_table", "candidate_alphas", "SLACK"]
 
 #: A candidate is dropped when one of its deviations exceeds best D + SLACK: candidates within
 #: SLACK of the best are computed in full, so near-ties are decided on exact D with the
@@ -233,16 +233,3 @@ def search(L, E, use_E, ci, n, beta, den, use_den):
             best = run
             winner = p
     return winner, best
-
-
-def select_xmin_compiled(L: np.ndarray, E: np.ndarray | None, ci: np.ndarray, n: np.ndarray,
-                         beta: np.ndarray, den: np.ndarray | None) -> tuple[int, float]:
-    """``search`` with optional ``E``/``den`` (None: weightwatcher's empirical CDF, an
-    untruncated model) and the dtypes it is compiled for (one specialisation)."""
-    f64 = np.float64
-    L = np.ascontiguousarray(L, dtype=f64)
-    beta = np.ascontiguousarray(beta, dtype=f64)
-    use_E, use_den = E is not None, den is not None
-    return search(L, np.ascontiguousarray(E, dtype=f64) if use_E else L, use_E,
-                  np.ascontiguousarray(ci, dtype=np.int64), np.ascontiguousarray(n, dtype=f64),
-                  beta, np.ascontiguousarray(den, dtype=f64) if use_den else beta, use_den)

@@ -327,7 +327,10 @@ def test_compiled_cpu_path_equals_torch_path(fitter):
 def test_compiled_search_is_the_exhaustive_argmin():
     """``ks_kernel.search`` on its own: against D computed for every candidate in numpy, with
     exact ties planted (duplicated tails) and for both empirical-CDF conventions."""
-    from hubscan.ks_kernel import select_xmin_compiled
+    from hubscan.ks_kernel import search
+
+    def select(L, E, ci, n, beta):  # the untruncated model: den unused
+        return search(L, L if E is None else E, E is not None, ci, n, beta, beta, False)
 
     rng = np.random.default_rng(23)
     checked = 0
@@ -349,7 +352,7 @@ def test_compiled_search_is_the_exhaustive_argmin():
                 with np.errstate(invalid="ignore"):
                     F = -np.expm1((L[i:] - L[i]) * -beta[p])
                 D[p] = np.max(np.abs(np.where(np.isnan(F), 0.0, F) - emp))
-            w, d = select_xmin_compiled(L, first.astype(float) if use_E else None, ci, nt, beta, None)
+            w, d = select(L, first.astype(float) if use_E else None, ci, nt, beta)
             ref = int(np.argmin(D))
             if abs(D[w] - D[ref]) > 1e-15:  # not a floating-point tie: the same candidate
                 assert w == ref, (kind, n, use_E)
@@ -360,10 +363,10 @@ def test_compiled_search_is_the_exhaustive_argmin():
     ci = np.arange(len(L) - 1)
     nt = (len(L) - ci).astype(float)
     beta = nt / np.array([np.sum(L[i:] - L[i]) for i in ci])
-    w, d = select_xmin_compiled(L, None, ci, nt, beta, None)
+    w, d = select(L, None, ci, nt, beta)
     for order, expect in (([w, w, 3], 0), ([3, w, w], 1), ([w + 1, w, 3, w], 1)):
         sel = np.array(order)
-        assert select_xmin_compiled(L, None, ci[sel], nt[sel], beta[sel], None) == (expect, d)
+        assert select(L, None, ci[sel], nt[sel], beta[sel]) == (expect, d)
     assert checked == 10
 
 
