@@ -284,11 +284,11 @@ class _Validator:
             if not croniter.is_valid(schedule):
                 raise self.fail("scan", f"schedule {schedule!r} is not a valid cron expression")
         tz = self.get("scan", scan, "timezone", str, "UTC")
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        from .schedule import zone
 
         try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
+            zone(tz)
+        except SpecError:
             raise self.fail("scan", f"timezone {tz!r} is not an IANA time zone (e.g. 'UTC', "
                                     "'Europe/Berlin')") from None
         return ScanSpec(
