@@ -49,7 +49,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from hubscan.powerlaw_fit import fit_power_law, fit_power_law_batch, resolve_device  # noqa: E402
+from hubscan.esd.powerlaw.fit import fit_power_law, fit_power_law_batch, resolve_device  # noqa: E402
 
 warnings.filterwarnings("ignore")
 BATCH = 64
@@ -149,8 +149,8 @@ def main() -> None:
     if args.ww_only:
         return ww_only(args)
 
-    from weightwatcher.WW_powerlaw import WWFit  # test/benchmark-only oracles
     import powerlaw
+    from weightwatcher.WW_powerlaw import WWFit  # test/benchmark-only oracles
 
     dev = resolve_device(args.device)
     ns = [256, 1024] if args.quick else [256, 1024, 4096, 8192]

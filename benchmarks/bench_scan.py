@@ -52,7 +52,7 @@ def make_tiny_models(root: Path, n: int) -> list[Path]:
 
 
 def spec_for(lake: Path, workers: int, *, compare: bool = False):
-    from hubscan.spec import loads_spec
+    from hubscan.engine.spec import loads_spec
 
     return loads_spec(f"""
 [scan]
@@ -103,11 +103,11 @@ def bare_eigen_seconds(refs, lake: Path) -> tuple[float, int]:
 
 
 def run_core(refs, lake: Path, workers: int, *, compare: bool = False) -> dict:
+    import psutil
+
     from hubscan.engine.base import WorkerConfig
     from hubscan.engine.ray_exec import RayExecutor
     from hubscan.engine.scan import run_scan
-
-    import psutil
 
     spec = spec_for(lake, workers, compare=compare)
     cpu_now: dict[int, float] = {}

@@ -1,32 +1,37 @@
 """hubscan — heavy-tailed spectral analysis of model hubs into a Parquet lake.
 
 Public Python API (imported lazily, so ``import hubscan`` stays cheap and a CLI call only
-pays for what it uses):
+pays for what it uses; ``dir(hubscan)`` and notebook completion list every name):
 
 - ``analyze(path_or_module, convention="ww", **options) -> pyarrow.Table`` — one row per
   weight matrix, the ``layers`` columns (a weightwatcher-like call for notebooks).
-- ``fit_power_law(evals, fitter="ww", ...) -> PowerLawFit`` and ``fit_power_law_batch``.
-- ``distribution_compare`` — power law vs alternatives (METHOD.md §4).
+- ``fit_power_law(evals, fitter="ww", ...) -> PowerLawFit`` and ``fit_power_law_batch``;
+  ``k_select``, ``ks_curve``.
+- ``distribution_compare`` — power law vs alternatives (METHOD.md §4);
+  ``pareto_calibration`` — the estimator's bias on Pareto samples.
+- ``read_checkpoint(path)`` — a checkpoint's tensors, one in memory at a time.
 - ``Lake(uri)`` — write, query (DuckDB) and maintain a lake.
-- ``AnalysisOptions``, ``ModelRef``, ``TensorRef`` and the error tree in ``hubscan.errors``.
+- ``AnalysisOptions``, ``ModelRef``, ``TensorRef``, ``WeightFile`` and the error tree in
+  ``hubscan.errors``.
+
+Where everything else lives: docs/architecture.md.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+import importlib as _importlib
+import typing as _typing
 
 __version__ = "0.1.0"
 
+#: public name → the module that defines it
 _LAZY = {
-    "analyze": "hubscan.analysis",
-    "fit_power_law": "hubscan.powerlaw_fit",
-    "fit_power_law_batch": "hubscan.powerlaw_fit",
-    "PowerLawFit": "hubscan.powerlaw_fit",
-    "k_select": "hubscan.powerlaw_fit",
-    "ks_curve": "hubscan.powerlaw_fit",
-    "distribution_compare": "hubscan.compare",
-    "pareto_calibration": "hubscan.calibration",
+    "analyze": "hubscan.api",
+    "fit_power_law": "hubscan.esd.powerlaw.fit",
+    "fit_power_law_batch": "hubscan.esd.powerlaw.fit",
+    "PowerLawFit": "hubscan.esd.powerlaw.fit",
+    "k_select": "hubscan.esd.powerlaw.fit",
+    "ks_curve": "hubscan.esd.powerlaw.fit",
+    "distribution_compare": "hubscan.esd.compare",
+    "pareto_calibration": "hubscan.esd.calibration",
     "read_checkpoint": "hubscan.readers",
     "Lake": "hubscan.lake",
     "AnalysisOptions": "hubscan.options",
@@ -36,12 +41,39 @@ _LAZY = {
     "errors": "hubscan.errors",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = [
+    "AnalysisOptions", "Lake", "ModelRef", "PowerLawFit", "TensorRef", "WeightFile", "analyze",
+    "distribution_compare", "errors", "fit_power_law", "fit_power_law_batch", "k_select",
+    "ks_curve", "pareto_calibration", "read_checkpoint", "__version__",
+]
+
+if _typing.TYPE_CHECKING:  # static analysers and IDEs see the real objects
+    from . import errors
+    from .api import analyze
+    from .esd.calibration import pareto_calibration
+    from .esd.compare import distribution_compare
+    from .esd.powerlaw.fit import (
+        PowerLawFit,
+        fit_power_law,
+        fit_power_law_batch,
+        k_select,
+        ks_curve,
+    )
+    from .lake import Lake
+    from .options import AnalysisOptions
+    from .readers import read_checkpoint
+    from .refs import ModelRef, TensorRef, WeightFile
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'hubscan' has no attribute {name!r}")
-    mod = importlib.import_module(module)
-    return mod if name == "errors" else getattr(mod, name)
+    mod = _importlib.import_module(module)
+    value = mod if name == "errors" else getattr(mod, name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("__")})

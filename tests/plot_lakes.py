@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hubscan.analysis.model import analyze_model
 from hubscan.lake import Lake
 from hubscan.options import AnalysisOptions
-from hubscan.pipeline import analyze_model
 from hubscan.refs import ModelRef, TensorRef, WeightFile
 from hubscan.testing.checkpoints import demo_state_dict, low_rank_matrix
 

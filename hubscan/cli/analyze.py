@@ -2,7 +2,7 @@
 
 For a handful of models — a file, a folder, a sharded checkpoint, ``hf://owner/name[@rev]``,
 ``tv://resnet50`` — without a Ray cluster. Big fan-outs use ``hubscan scan``. Each model is
-one unit of work (``hubscan.pipeline.analyze_model``), written to the lake as soon as it is
+one unit of work (``hubscan.analysis.model.analyze_model``), written to the lake as soon as it is
 done, so an interrupted run keeps what it finished and a rerun skips it.
 """
 
@@ -38,9 +38,9 @@ def analyze_command(
              "Default: on for local files and torchvision (which ships only .pth), off for the Hub."),
 ) -> None:
     """Analyse checkpoints into the lake and print a per-model summary."""
+    from ..analysis.model import analyze_model
     from ..lake import Lake
     from ..options import AnalysisOptions
-    from ..pipeline import analyze_model
     from ..refs import model_key
     from ..sources import resolve
 

@@ -43,8 +43,8 @@ def scan_command(
 ) -> None:
     """Scan the models a spec selects into its lake (incremental: the lake's models are skipped)."""
     from ..engine.scan import run_scan
+    from ..engine.spec import load_spec
     from ..errors import SpecError
-    from ..spec import load_spec
 
     logging.getLogger("hubscan").setLevel(log_level.upper())
     if not logging.getLogger().handlers:

@@ -32,8 +32,13 @@ def schedule_command(
     A trigger that arrives while the spec's previous run is still going is skipped (logged);
     runs missed while the scheduler was down run once on start; SIGTERM/SIGINT stop gracefully.
     """
+    from ..engine.schedule import (
+        Scheduler,
+        default_state_dir,
+        install_signal_handlers,
+        spec_jobs,
+    )
     from ..errors import SpecError
-    from ..schedule import Scheduler, default_state_dir, install_signal_handlers, spec_jobs
 
     _configure_logging(log_level)
     if executor not in ("ray", "local"):

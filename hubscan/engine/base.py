@@ -96,7 +96,7 @@ class Executor(Protocol):
 
 def run_task(task: Task, config: WorkerConfig) -> ModelResult:
     """The body every worker runs for a task (local thread or Ray actor)."""
-    from ..pipeline import FileRetry, analyze_model
+    from ..analysis.model import FileRetry, analyze_model
     from ..sources.base import FetchStats
 
     return analyze_model(

@@ -64,7 +64,7 @@ def demo_spec(*, lake: str = "demo-lake", path: str = "demo-models", n_models: i
               seed: int = 0):
     """The spec of ``jobs/demo.toml``, built in code (for ``hubscan demo`` from an installed
     package, where the ``jobs/`` folder is not at hand)."""
-    from ..spec import loads_spec
+    from .spec import loads_spec
 
     return loads_spec(DEMO_TOML.format(lake=lake, path=path, n_models=n_models, seed=seed),
                       origin="<demo>")

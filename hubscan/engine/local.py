@@ -34,12 +34,12 @@ class LocalExecutor:
         once here, not inside the first models' deadlines (a loaded machine could otherwise
         time a healthy model out); worker threads never race on a first import; and an
         installation that cannot import fails the scan at once, before any model runs."""
-        from .. import analysis  # noqa: F401 - import cost paid at start, not per model
-        from ..powerlaw_fit import warm_up
+        from ..analysis import tensors  # noqa: F401 - import cost paid at start, not per model
+        from ..esd.powerlaw.fit import warm_up
 
         warm_up()  # the compiled CPU search: compiled or loaded once, here
         if self.config.options.compare:
-            from .. import compare  # noqa: F401 - scipy.stats: another second on a cold start
+            from ..esd import compare  # noqa: F401 - scipy.stats: another second on a cold start
         if self.config.torch_threads:
             import torch
 

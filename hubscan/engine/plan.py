@@ -23,10 +23,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from ..analysis.model import model_bytes
 from ..errors import SpecError
-from ..pipeline import model_bytes
 from ..refs import ModelRef, model_key
-from ..spec import ScanSpec, SourceSpec
+from .spec import ScanSpec, SourceSpec
 
 __all__ = ["Plan", "plan_scan", "enumerate_sources", "order_refs"]
 

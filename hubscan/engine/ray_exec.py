@@ -8,7 +8,7 @@ six orders of magnitude, and each worker should pay imports and CUDA start-up on
   ``ModelRef`` goes in through the object store, only a ``ModelResult`` (rows) comes out;
 - an actor holds ``models_per_worker`` models at once (a threaded actor), so one model's
   download overlaps another's eigen-solves; inside a model, ``prefetch_bytes`` of tensors are
-  read ahead of the solver (``hubscan.pipeline.readahead``);
+  read ahead of the solver (``hubscan.analysis.model.readahead``);
 - the driver submits only as many tasks as there are actor slots and as the in-flight byte
   budget allows, and collects them with ``ray.wait`` — that is the backpressure;
 - a task whose actor died is reported as ``WorkerDied``; Ray restarts the actor, the driver
@@ -29,8 +29,8 @@ import os
 import time
 from typing import Any
 
-from ..spec import ResourceSpec
 from .base import ModelTimeout, Outcome, Task, WorkerConfig, WorkerDied, run_task
+from .spec import ResourceSpec
 
 __all__ = ["RayExecutor", "AnalyzeWorker", "plan_pool"]
 
@@ -57,7 +57,7 @@ class AnalyzeWorker:
         self.config = config
         import torch
 
-        from .. import analysis  # noqa: F401 - import cost paid at start, not per model
+        from ..analysis import tensors  # noqa: F401 - import cost paid at start, not per model
 
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
@@ -65,7 +65,7 @@ class AnalyzeWorker:
         if self.device == "cuda":  # CUDA context + cuSOLVER handles, once per process
             torch.linalg.eigvalsh(torch.eye(8, device="cuda", dtype=torch.float64))
         else:  # fits run the compiled CPU search: compile or load it once per process
-            from ..powerlaw_fit import warm_up
+            from ..esd.powerlaw.fit import warm_up
 
             warm_up()
 

@@ -16,7 +16,7 @@ What the driver loop guarantees:
   already analysing waits for it, then reuses it — each distinct file is fetched once.
 - **Retries**: a model whose worker died or that overran its deadline is resubmitted, with
   back-off, up to ``retry.attempts``; then it becomes a failed model. File-level transient
-  errors are retried inside the worker (``hubscan.pipeline``).
+  errors are retried inside the worker (``hubscan.analysis.model``).
 - **Stopping**: ``stop_event`` stops admission; in-flight models finish and are written.
   A ``KeyboardInterrupt`` (the CLI's second Ctrl-C) drops in-flight models whole (the counts
   are then re-read from the lake, in case it cut a just-committed model's count). Either way
@@ -38,14 +38,21 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Literal
 
+from ..analysis.model import (
+    failed_model,
+    file_key,
+    hubscan_version,
+    is_final,
+    model_bytes,
+    model_footprint,
+    with_reused_layers,
+)
 from ..errors import LakeError
-from ..pipeline import (failed_model, file_key, hubscan_version, is_final, model_bytes,
-                        model_footprint, with_reused_layers)
 from ..refs import ModelRef
 from ..results import ModelResult
-from ..spec import ScanSpec
 from .base import Executor, ModelTimeout, Outcome, Task, WorkerConfig, WorkerDied
 from .plan import Plan, plan_scan
+from .spec import ScanSpec
 
 __all__ = ["run_scan", "ScanSummary", "ScanProgress", "make_executor", "new_scan_id"]
 
@@ -149,7 +156,7 @@ def run_scan(
     """Run one scan of ``spec`` into ``spec.lake``; never raises for a bad model.
 
     Args:
-        spec: the validated spec (``hubscan.spec.load_spec``).
+        spec: the validated spec (``hubscan.engine.spec.load_spec``).
         executor: ``"ray"`` (actors on a local Ray started here, or ``address``), ``"local"``
             (threads in this process), or an ``Executor`` instance.
         address: Ray cluster address; default ``RAY_ADDRESS``; an initialised Ray is reused.
@@ -195,7 +202,7 @@ def run_scan(
         if display:
             display.start()
         # a bad HUBSCAN_HTTP_* variable fails the scan here, not every model in the workers
-        from ..sources.http import RetryPolicy
+        from ..net.http import RetryPolicy
 
         RetryPolicy.from_env()
         emit(ScanProgress("plan"))
@@ -445,7 +452,7 @@ def _write_result(lake: Any, result: ModelResult, *, with_model: bool) -> None:
     """Write one model's rows, retrying a failing store briefly; the models row goes last.
 
     ``with_model=False`` writes only the failures of an *open* model (see
-    ``hubscan.pipeline.is_final``): without its models row nothing else of it would be
+    ``hubscan.analysis.model.is_final``): without its models row nothing else of it would be
     visible or reused, and the next run redoes it.
     """
     for attempt in range(1, _WRITE_ATTEMPTS + 1):

@@ -1,8 +1,8 @@
 """The Pareto calibration figure (seed 000): fitted vs true alpha, and where the lake's fits lie.
 
-The experiment and its basic plot live in ``hubscan.calibration`` (``pareto_calibration``,
-``plot_calibration``); this module only gives the figure the house style and, when a lake is
-given, overlays the distribution of the lake's layer alphas — the seed's point: "Fortunately,
+The experiment lives in ``hubscan.esd.calibration`` (``pareto_calibration``); this module
+draws it (``draw_calibration``: the plain figure) and gives it the house style and, when a
+lake is given, overlays the distribution of the lake's layer alphas — the seed's point: "Fortunately,
 most of our fits lie in the good range."
 """
 
@@ -15,7 +15,9 @@ from ._style import COLORS, new_figure, style
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["plot_calibration", "GOOD_RANGE"]
+    from ..esd.calibration import Calibration
+
+__all__ = ["plot_calibration", "draw_calibration", "GOOD_RANGE"]
 
 #: Seed 000: "the estimator works best for exponents between 1.5 and 3.5".
 GOOD_RANGE = (1.5, 3.5)
@@ -28,13 +30,12 @@ def plot_calibration(*, alphas: Sequence[float] | None = None, n: int = 1000, tr
     line, the seed's good range shaded; with ``lake``, a histogram of its layer alphas.
 
     Args:
-        alphas, n, trials, seed, fitter, sampler: ``hubscan.calibration.pareto_calibration``.
+        alphas, n, trials, seed, fitter, sampler: ``hubscan.esd.calibration.pareto_calibration``.
         lake: optional lake whose valid alphas (filtered by ``where``) are drawn on a second
             y axis.
         result: a ready ``Calibration`` (skips the experiment).
     """
-    from ..calibration import DEFAULT_ALPHAS, pareto_calibration
-    from ..calibration import plot_calibration as draw_calibration
+    from ..esd.calibration import DEFAULT_ALPHAS, pareto_calibration
 
     if result is None:
         result = pareto_calibration(DEFAULT_ALPHAS if alphas is None else alphas, n=n,
@@ -65,4 +66,28 @@ def plot_calibration(*, alphas: Sequence[float] | None = None, n: int = 1000, tr
                 ax.set_zorder(twin.get_zorder() + 1)  # the calibration curve above the bars
                 ax.patch.set_visible(False)
         ax.legend(loc="upper left")
+    return fig
+
+
+def draw_calibration(result: "Calibration", ax: Any = None) -> "Figure":
+    """Seed 000's calibration plot: fitted vs true alpha with ±1 std, and the perfect line.
+
+    Returns the matplotlib Figure. Drawn here, not in ``esd.calibration``, so the numeric
+    core never imports matplotlib.
+    """
+    if ax is None:
+        from matplotlib.figure import Figure  # no pyplot: no global state, any backend
+
+        fig = Figure(figsize=(5, 4))
+        ax = fig.subplots()
+    else:
+        fig = ax.figure
+    a = result.true_alpha
+    ax.plot(a, a, color="green", lw=1, label="perfect estimate")
+    ax.errorbar(a, result.mean_fit, yerr=result.std_fit, fmt="o-", ms=3, capsize=2,
+                label=f"{result.fitter} fit (mean ± std)")
+    ax.set_xlabel("true alpha")
+    ax.set_ylabel("fitted alpha")
+    ax.set_title(f"Pareto calibration: n={result.n}, {result.trials} trials, sampler={result.sampler}")
+    ax.legend(loc="upper left")
     return fig

@@ -50,12 +50,12 @@ def draw_ks(curve: KSCurve, *, title: str = "", xlabel: str = "candidate xmin") 
 
 def compute_ks_curve(evals: np.ndarray, *, fitter: str = "ww", xmin: float | None = None,
                      **fit_options) -> KSCurve:
-    """Refit ``evals`` with ``hubscan.powerlaw_fit`` keeping every candidate's D.
+    """Refit ``evals`` with ``hubscan.esd.powerlaw.fit`` keeping every candidate's D.
 
     ``xmin`` (the lake's) is the value marked; the refit's own minimum is ``best_xmin`` —
     the same value when the lake's fit used the same options, which the tests check.
     """
-    from ..powerlaw_fit import fit_power_law
+    from ..esd.powerlaw.fit import fit_power_law
 
     fit = fit_power_law(np.asarray(evals, dtype=np.float64), fitter=fitter, return_curve=True,
                         **fit_options)

@@ -235,7 +235,7 @@ class LayerSpectrum:
     def mp_curve(self) -> MPCurve | None:
         """The lake's MP fit on the eigenvalues' own scale, or None when there is none.
 
-        ``hubscan.mp`` (weightwatcher's procedure) keeps ``sigma_mp`` on the mean-1 scale and
+        ``hubscan.esd.mp`` (weightwatcher's procedure) keeps ``sigma_mp`` on the mean-1 scale and
         ``bulk_max = σ²(1+1/√Q)²`` on the ESD's scale; so the MP variance on the lake's scale
         is ``bulk_max / (1 + 1/√Q)²`` and the drawn curve ends exactly at ``bulk_max``.
         """
@@ -423,7 +423,7 @@ def series_from_lake(lake: Any, *, metric: str = "alpha", vs: str = "accuracy",
     """One point per model (latest analysis): ``x`` = the model's ``vs`` column, ``y`` = the
     mean of ``metric`` over its layers — layers with a valid alpha for alpha-based metrics,
     every analysed matrix for the others — the means of the ``models`` table
-    (``analysis.model_summary``: ``alpha_mean``, ``log_norm_mean`` …).
+    (``analysis.summary.model_summary``: ``alpha_mean``, ``log_norm_mean`` …).
 
     Args:
         metric: a ``layers`` column (``SERIES_METRICS``).
@@ -437,12 +437,12 @@ def series_from_lake(lake: Any, *, metric: str = "alpha", vs: str = "accuracy",
     metric = _check_ident(metric, "metric")
     vs = _check_ident(vs, "vs")
     rel = relation or base_relation(where)
-    # The last layer = the analysed matrix with the largest layer_id (analysis.model_summary's
+    # The last layer = the analysed matrix with the largest layer_id (analysis.summary.model_summary's
     # exclude_final_layer), whether or not its fit succeeded.
     last = ("QUALIFY layer_id IS DISTINCT FROM max(layer_id) FILTER "
             "(WHERE status IN ('ok', 'fit-failed')) OVER (PARTITION BY model_key)"
             if exclude_last else "")
-    # As analysis.model_summary (the models table): alpha-based metrics over successful fits,
+    # As analysis.summary.model_summary (the models table): alpha-based metrics over successful fits,
     # the others over every analysed matrix.
     keep = "valid" if metric in FIT_METRICS else "status IN ('ok', 'fit-failed')"
     with connection(lake) as con:

@@ -15,16 +15,7 @@ need code to run is refused with :class:`~hubscan.errors.UnsafeCheckpoint`.
 
 from __future__ import annotations
 
-from .checkpoint import (
-    PICKLE_SUFFIXES,
-    SAFETENSORS_SUFFIXES,
-    CheckpointLayout,
-    checkpoint_files,
-    checkpoint_layout,
-    file_format,
-    read_checkpoint,
-)
-from .dtypes import (
+from ..dtypes import (
     DTYPES,
     FLOAT_DTYPES,
     byte_size,
@@ -34,6 +25,15 @@ from .dtypes import (
     tensor_from_bytes,
     torch_dtype,
     view_bytes_as,
+)
+from .checkpoint import (
+    PICKLE_SUFFIXES,
+    SAFETENSORS_SUFFIXES,
+    CheckpointLayout,
+    checkpoint_files,
+    checkpoint_layout,
+    file_format,
+    read_checkpoint,
 )
 from .index import ShardIndex, parse_index, read_index
 from .safetensors import (

@@ -14,8 +14,8 @@ import os
 import numpy as np
 import torch
 
+from ..dtypes import new_byte_tensor
 from ..errors import MalformedCheckpoint
-from .dtypes import new_byte_tensor
 
 __all__ = ["read_range"]
 

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import torch
 
+from ..dtypes import DTYPES, byte_size, torch_dtype, view_bytes_as
 from ..errors import MalformedCheckpoint
 from ..refs import TensorRef
 from ._mmapio import read_range
-from .dtypes import DTYPES, byte_size, torch_dtype, view_bytes_as
 
 __all__ = [
     "MAX_HEADER_BYTES",

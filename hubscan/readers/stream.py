@@ -24,7 +24,7 @@ have been yielded — holding them back would break the one-tensor memory bound.
     (``TensorRef.file`` names the file).
 
 ``hubscan.sources.open_model`` keeps that contract across files (a bad file raises before
-any tensor of the next file is yielded); ``hubscan.pipeline`` drops the rows. Size is
+any tensor of the next file is yielded); ``hubscan.analysis.model`` drops the rows. Size is
 checked continuously: a body that ends early is resumed, one that is longer than the
 published size is an ``IntegrityError``. Partial reads (``names=``) cannot be verified
 against the file's sha256; they are checked against the header's offsets and sizes only.
@@ -45,10 +45,20 @@ from typing import Any
 import httpx2
 import torch
 
-from ..errors import IntegrityError, MalformedCheckpoint, SourceError, TransientFetchError
+from ..dtypes import view_bytes_as
+from ..errors import (
+    IntegrityError,
+    MalformedCheckpoint,
+    SourceError,
+    TransientFetchError,
+)
 from ..refs import TensorRef
-from .safetensors import PREFIX_BYTES, SafetensorsEntry, header_length, parse_safetensors_header
-from .dtypes import view_bytes_as
+from .safetensors import (
+    PREFIX_BYTES,
+    SafetensorsEntry,
+    header_length,
+    parse_safetensors_header,
+)
 
 __all__ = [
     "RemoteFile",
@@ -122,7 +132,7 @@ class _Loaded:
 def _client(client: httpx2.Client | None) -> httpx2.Client:
     if client is not None:
         return client
-    from ..sources.http import session
+    from ..net.http import session
 
     return session()
 
@@ -131,7 +141,7 @@ def _default_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     if headers is not None:
         h = dict(headers)
     else:
-        from ..sources.http import hub_headers
+        from ..net.http import hub_headers
 
         h = hub_headers()
     h["Accept-Encoding"] = "identity"  # byte counts must be the file's bytes
@@ -154,14 +164,14 @@ class _Body:
     ``readinto(mv)`` fills ``mv`` completely or raises. A cut (transport error, read
     timeout, body shorter than announced) is repaired by a Range request from the first
     byte not yet received; the hub's ``Retry-After``/backoff policy applies between tries
-    (``hubscan.sources.http``). Redirect targets (CDN URLs) are reused for resumes, so a
+    (``hubscan.net.http``). Redirect targets (CDN URLs) are reused for resumes, so a
     resume costs no ``resolve`` quota; if the target has expired, the resolve URL is asked
     again.
     """
 
     def __init__(self, rf: RemoteFile, *, client: httpx2.Client, headers: dict[str, str],
                  start: int = 0, end: int | None = None, stats: Any = None) -> None:
-        from ..sources.http import current_policy, raise_for_hub_status, tracking
+        from ..net.http import current_policy, raise_for_hub_status, tracking
 
         self._raise = raise_for_hub_status
         self._tracking = tracking

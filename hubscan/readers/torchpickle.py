@@ -37,10 +37,10 @@ from typing import Any
 
 import torch
 
+from ..dtypes import DTYPES, byte_size, dtype_name, torch_dtype, view_bytes_as
 from ..errors import MalformedCheckpoint, NotFound, UnsafeCheckpoint
 from ..refs import TensorRef
 from ._mmapio import read_range
-from .dtypes import DTYPES, byte_size, dtype_name, torch_dtype, view_bytes_as
 
 __all__ = ["WRAPPER_KEYS", "safe_torch_load", "read_torch_pickle", "PickleTensorLoader", "StorageSpan"]
 

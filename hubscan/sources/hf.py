@@ -32,9 +32,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import NotFound, SourceError, UnsafeCheckpoint
+from ..net.http import (
+    hub_endpoint,
+    hub_token,
+    is_offline,
+    map_hf_error,
+    session,
+    tracking,
+)
 from ..refs import ModelRef, TensorRef, WeightFile
 from .base import SAFETENSORS_SUFFIX, FetchStats, matches_files, select_weight_files
-from .http import hub_endpoint, hub_token, is_offline, map_hf_error, session, tracking
 
 __all__ = ["HfSource", "LIST_EXPAND", "parse_hf_uri", "resolve_url", "estimate_bytes"]
 

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NotFound, UnsafeCheckpoint
+from ..net.http import is_offline
 from ..refs import ModelRef, TensorRef, WeightFile
 from .base import FetchStats, matches_files
-from .http import is_offline
 
 __all__ = ["TorchvisionSource", "TV_TASKS", "tv_cache_dir", "family_of"]
 
@@ -176,8 +176,8 @@ class TorchvisionSource:
 
     def weight_path(self, ref: ModelRef, *, stats: FetchStats | None = None) -> Path:
         """The cached weight file, downloading it (hash-prefix checked) when missing."""
+        from ..net.http import hub_headers
         from ..readers.stream import RemoteFile, download_file
-        from .http import hub_headers
 
         wf = ref.files[0]
         dest = tv_cache_dir() / wf.path

@@ -420,7 +420,7 @@ class FakeHub:
         """
         from huggingface_hub import constants
 
-        from ..sources import http
+        from ..net import http
 
         tmp = Path(tmp)
         env = {"HF_ENDPOINT": self.url, "HF_HUB_CACHE": str(tmp / "hf-cache"), "HF_HOME": str(tmp / "hf-home"),
