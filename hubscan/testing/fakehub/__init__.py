@@ -420,7 +420,7 @@ class FakeHub:
         """
         from huggingface_hub import constants
 
-        from ..sources import http
+        from ...sources import http
 
         tmp = Path(tmp)
         env = {"HF_ENDPOINT": self.url, "HF_HUB_CACHE": str(tmp / "hf-cache"), "HF_HOME": str(tmp / "hf-home"),
@@ -1414,6 +1414,3 @@ def _main(argv: Sequence[str] | None = None) -> None:
     finally:
         hub.stop()
 
-
-if __name__ == "__main__":
-    _main()
