@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fnmatch
 import hashlib
 import http.server
 import io
@@ -64,266 +63,21 @@ import math
 import os
 import re
 import socket
-import struct
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FakeHub", "FakeFile", "FakeRepo", "Fault", "RequestRecord", "safetensors_bytes", "populate_catalog"]
+from .faults import Fault, RequestRecord, select_records, take_fault
+from .repos import LFS_SUFFIXES, FakeFile, FakeRepo, commit_sha, commit_time, nbytes, safetensors_bytes
 
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".gguf", ".ckpt")
-_CHUNK = 64 * 1024
+__all__ = ["LFS_SUFFIXES", "FakeHub", "FakeFile", "FakeRepo", "Fault", "RequestRecord", "safetensors_bytes",
+           "populate_catalog"]
+
 _NUM_SUFFIX = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-
-
-# ------------------------------------------------------------------------------ repo model
-
-
-@dataclass
-class FakeFile:
-    """One file of a fake repo, held in memory (``data``) or served from ``disk``."""
-
-    path: str
-    size: int
-    sha256: str
-    git_oid: str
-    lfs: bool
-    data: bytes | None = None
-    disk: Path | None = None
-
-    @classmethod
-    def from_bytes(cls, path: str, data: bytes, *, lfs: bool | None = None) -> FakeFile:
-        lfs = path.endswith(LFS_SUFFIXES) if lfs is None else lfs
-        sha = hashlib.sha256(data).hexdigest()
-        oid = _git_oid(_lfs_pointer(sha, len(data)) if lfs else data)
-        return cls(path=path, size=len(data), sha256=sha, git_oid=oid, lfs=lfs, data=data)
-
-    @classmethod
-    def from_disk(cls, path: str, disk: str | Path, *, sha256: str | None = None) -> FakeFile:
-        disk = Path(disk)
-        size = disk.stat().st_size
-        if sha256 is None:
-            h = hashlib.sha256()
-            with disk.open("rb") as f:
-                while chunk := f.read(8 << 20):
-                    h.update(chunk)
-            sha256 = h.hexdigest()
-        return cls(path=path, size=size, sha256=sha256, git_oid=_git_oid(_lfs_pointer(sha256, size)), lfs=True, disk=disk)
-
-    def chunks(self, start: int, end: int) -> Iterator[bytes]:
-        """Bytes ``[start, end)`` in chunks of at most 64 KiB."""
-        if self.data is not None:
-            mv = memoryview(self.data)
-            for i in range(start, end, _CHUNK):
-                yield bytes(mv[i : min(end, i + _CHUNK)])
-            return
-        assert self.disk is not None
-        with self.disk.open("rb") as f:
-            f.seek(start)
-            left = end - start
-            while left > 0:
-                b = f.read(min(_CHUNK * 16, left))
-                if not b:
-                    return
-                left -= len(b)
-                yield b
-
-    @property
-    def pointer_size(self) -> int:
-        return len(_lfs_pointer(self.sha256, self.size))
-
-
-@dataclass
-class FakeRepo:
-    """A model repo: its current files and every past revision (sha → files)."""
-
-    repo_id: str
-    files: dict[str, FakeFile]
-    sha: str
-    gated: Any = False  # False | "auto" | "manual"
-    private: bool = False
-    downloads: int = 0
-    likes: int = 0
-    tags: list[str] = field(default_factory=list)
-    library_name: str | None = None
-    pipeline_tag: str | None = None
-    created_at: str = "2024-01-01T00:00:00.000Z"
-    last_modified: str = "2024-01-01T00:00:00.000Z"
-    trending_score: int = 0
-    granted: set[str] = field(default_factory=set)  # users allowed into a gated/private repo
-    revisions: dict[str, dict[str, FakeFile]] = field(default_factory=dict)
-    revision_meta: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def author(self) -> str | None:
-        return self.repo_id.split("/")[0] if "/" in self.repo_id else None
-
-    def snapshot(self, rev: str) -> tuple[str, dict[str, FakeFile]] | None:
-        rev = urllib.parse.unquote(rev)
-        if rev in ("main", self.sha):
-            return self.sha, self.files
-        if rev in self.revisions:
-            return rev, self.revisions[rev]
-        return None
-
-    def config(self, files: Mapping[str, FakeFile] | None = None) -> dict | None:
-        f = (files or self.files).get("config.json")
-        if f is None or f.data is None:
-            return None
-        try:
-            return json.loads(f.data)
-        except ValueError:
-            return None
-
-    def safetensors_info(self, files: Mapping[str, FakeFile] | None = None) -> dict | None:
-        """Parameter counts per dtype over the top-level safetensors files (as the Hub does)."""
-        params: dict[str, int] = {}
-        found = False
-        for f in (files or self.files).values():
-            if "/" in f.path or not f.path.endswith(".safetensors"):
-                continue
-            header = _safetensors_header(f)
-            if header is None:
-                continue
-            found = True
-            for k, v in header.items():
-                if k == "__metadata__":
-                    continue
-                n = 1
-                for s in v["shape"]:
-                    n *= s
-                params[v["dtype"]] = params.get(v["dtype"], 0) + n
-        return {"parameters": params, "total": sum(params.values())} if found else None
-
-    def all_tags(self) -> list[str]:
-        tags = list(self.tags)
-        for t in (self.library_name, self.pipeline_tag):
-            if t and t not in tags:
-                tags.append(t)
-        if any(p.endswith(".safetensors") for p in self.files) and "safetensors" not in tags:
-            tags.append("safetensors")
-        return tags
-
-
-def _git_oid(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
-def _lfs_pointer(sha256: str, size: int) -> bytes:
-    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
-
-
-def _safetensors_header(f: FakeFile) -> dict | None:
-    try:
-        head = b"".join(f.chunks(0, min(8, f.size)))
-        (n,) = struct.unpack("<Q", head)
-        return json.loads(b"".join(f.chunks(8, 8 + n)))
-    except Exception:
-        return None
-
-
-def _commit_sha(repo_id: str, files: Mapping[str, FakeFile], counter: int) -> str:
-    h = hashlib.sha1(f"{repo_id}\0{counter}".encode())
-    for p in sorted(files):
-        h.update(f"{p}\0{files[p].git_oid}\n".encode())
-    return h.hexdigest()
-
-
-def safetensors_bytes(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> bytes:
-    """A safetensors file (bytes) of numpy arrays or torch tensors, via the safetensors library."""
-    import numpy as np
-
-    arrays = {}
-    torch_like = False
-    for k, v in tensors.items():
-        if hasattr(v, "detach"):
-            torch_like = True
-            break
-        arrays[k] = np.ascontiguousarray(v)
-    if torch_like:
-        from safetensors.torch import save
-
-        return save({k: v.detach().contiguous() for k, v in tensors.items()}, metadata=dict(metadata or {}) or None)
-    from safetensors.numpy import save
-
-    return save(arrays, metadata=dict(metadata or {}) or None)
-
-
-# ------------------------------------------------------------------------------ faults, log
-
-
-@dataclass
-class Fault:
-    """One injected misbehaviour (see module doc). ``hits`` counts the requests it affected."""
-
-    kind: str
-    endpoint: str = "any"  # api | resolve | cdn | tv | data (resolve+cdn+tv) | any
-    repo: str | None = None  # fnmatch pattern on repo id
-    path: str | None = None  # fnmatch pattern on file path
-    method: str | None = None
-    ranged: bool | None = None  # only Range requests (True), only full ones (False)
-    times: int | None = 1  # None = forever
-    skip: int = 0
-    status: int = 503
-    retry_after: float | None = None
-    at: int | float = 0.5
-    delay: float = 0.0
-    lie: int = 0
-    hits: int = 0
-    seen: int = 0
-
-    KINDS = ("status", "cut", "stall", "slow", "corrupt", "length_lie")
-
-    def matches(self, endpoint: str, method: str, repo: str | None, path: str | None, ranged: bool) -> bool:
-        if self.endpoint == "data":
-            if endpoint not in ("resolve", "cdn", "tv"):
-                return False
-        elif self.endpoint != "any" and self.endpoint != endpoint:
-            return False
-        if self.method and self.method != method:
-            return False
-        if self.repo and not (repo and fnmatch.fnmatchcase(repo, self.repo)):
-            return False
-        if self.path and not (path and fnmatch.fnmatchcase(path, self.path)):
-            return False
-        if self.ranged is not None and self.ranged != ranged:
-            return False
-        return True
-
-    def offset(self, body_len: int) -> int:
-        if isinstance(self.at, float):
-            return int(body_len * self.at)
-        return int(self.at)
-
-
-@dataclass
-class RequestRecord:
-    """One request as the server saw it.
-
-    Logged when the status line is sent (before the body), and ``bytes_sent`` counts bytes
-    as they are handed to the socket, so a client that has read a response always finds
-    its record complete.
-    """
-
-    method: str
-    path: str
-    query: str
-    endpoint: str
-    status: int
-    range: str | None
-    bytes_sent: int
-    repo: str | None
-    file: str | None
-    fault: str | None
-    token: str | None
-    time: float
-
 
 # ------------------------------------------------------------------------------ the hub
 
@@ -512,8 +266,8 @@ class FakeHub:
                 raise ValueError(f"fake hub would hold {held} bytes in memory (max {self.max_bytes})")
             self._bytes_held = held
             self._counter += 1
-            sha = _commit_sha(repo_id, built, self._counter)
-            ts = created_at or _iso(self._counter)
+            sha = commit_sha(repo_id, built, self._counter)
+            ts = created_at or commit_time(self._counter)
             repo = FakeRepo(
                 repo_id=repo_id, files=built, sha=sha, gated=gated, private=private, downloads=downloads,
                 likes=likes, tags=list(tags), library_name=library_name, pipeline_tag=pipeline_tag,
@@ -549,9 +303,9 @@ class FakeHub:
                                                    or repo.files[p] is not f})
                 self._counter += 1
                 repo.files = new_files
-                repo.sha = _commit_sha(repo_id, new_files, self._counter)
+                repo.sha = commit_sha(repo_id, new_files, self._counter)
                 repo.revisions[repo.sha] = new_files
-                repo.last_modified = _iso(self._counter)
+                repo.last_modified = commit_time(self._counter)
             return repo.sha
 
     def delete_repo(self, repo_id: str) -> None:
@@ -599,7 +353,7 @@ class FakeHub:
                     fname = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
                     files[fname] = safetensors_bytes(part, {"format": "pt"})
                     weight_map.update({k: fname for k in part})
-                    total += sum(_nbytes(v) for v in part.values())
+                    total += sum(nbytes(v) for v in part.values())
                 files["model.safetensors.index.json"] = json.dumps(
                     {"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2).encode()
         if bin:
@@ -660,17 +414,7 @@ class FakeHub:
 
     def _take_fault(self, endpoint: str, method: str, repo: str | None, path: str | None, ranged: bool) -> Fault | None:
         with self._lock:
-            for f in self.faults:
-                if f.times is not None and f.hits >= f.times:
-                    continue
-                if not f.matches(endpoint, method, repo, path, ranged):
-                    continue
-                f.seen += 1
-                if f.seen <= f.skip:
-                    continue
-                f.hits += 1
-                return f
-        return None
+            return take_fault(self.faults, endpoint, method, repo, path, ranged)
 
     # -- log
 
@@ -696,22 +440,8 @@ class FakeHub:
     def select(self, endpoint: str | None = None, *, method: str | None = None, repo: str | None = None,
                file: str | None = None, ranged: bool | None = None,
                path_prefix: str | None = None) -> list[RequestRecord]:
-        out = []
-        for r in self.requests:
-            if endpoint and r.endpoint != endpoint:
-                continue
-            if method and r.method != method:
-                continue
-            if repo and r.repo != repo:
-                continue
-            if file and r.file != file:
-                continue
-            if ranged is not None and (r.range is not None) != ranged:
-                continue
-            if path_prefix and not r.path.startswith(path_prefix):
-                continue
-            out.append(r)
-        return out
+        return select_records(self.requests, endpoint, method=method, repo=repo, file=file, ranged=ranged,
+                              path_prefix=path_prefix)
 
     def bytes_sent(self, endpoint: str | None = None, **kw: Any) -> int:
         return sum(r.bytes_sent for r in self.select(endpoint, **kw))
@@ -873,17 +603,6 @@ def _file_entry(f: FakeFile) -> dict[str, Any]:
     if f.lfs:
         d["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": f.pointer_size}
     return d
-
-
-def _nbytes(v: Any) -> int:
-    if hasattr(v, "nbytes"):
-        return int(v.nbytes)
-    return int(v.numel() * v.element_size())
-
-
-def _iso(counter: int) -> str:
-    t = time.gmtime(1_700_000_000 + counter * 60)
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", t)
 
 
 def _parse_num_range(spec: str) -> tuple[float, float]:
