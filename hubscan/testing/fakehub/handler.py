@@ -20,7 +20,7 @@ from .faults import Fault, RequestRecord
 from .repos import FakeRepo
 
 if TYPE_CHECKING:
-    from . import FakeHub
+    from .hub import FakeHub
     from .server import Server
 
 __all__ = ["BaseHandler", "Cut"]

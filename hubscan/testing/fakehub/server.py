@@ -16,7 +16,7 @@ from .files import FileRoutes
 from .handler import Cut
 
 if TYPE_CHECKING:
-    from . import FakeHub
+    from .hub import FakeHub
 
 __all__ = ["Handler", "Server"]
 
