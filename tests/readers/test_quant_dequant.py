@@ -168,12 +168,11 @@ def test_mlx_equals_mx_dequantize(bits, group_size):
     ref = np.array(mx.dequantize(q, s, b, group_size=group_size, bits=bits))
     ours = dequantize_mlx(torch.from_numpy(np.array(q).view(np.int32)), torch.from_numpy(np.array(s)),
                           torch.from_numpy(np.array(b)), bits=bits, group_size=group_size).numpy()
-    # MLX evaluates scales·q + biases with a fused multiply-add; ours rounds twice: ≤ 1 ulp
-    np.testing.assert_allclose(ours, ref, rtol=0, atol=np.spacing(np.abs(ref).max()) * 2)
+    np.testing.assert_array_equal(ours, ref)
     ent, deq = Q.pack_mlx(torch.from_numpy(w), bits=bits, group_size=group_size)
     ref2 = np.array(mx.dequantize(mx.array(ent["weight"].numpy()), mx.array(ent["scales"].float().numpy()),
                                   mx.array(ent["biases"].float().numpy()), group_size=group_size, bits=bits))
-    np.testing.assert_allclose(deq.numpy(), ref2, rtol=0, atol=np.spacing(np.abs(ref2).max()) * 2)
+    np.testing.assert_array_equal(deq.numpy(), ref2)
 
 
 # ------------------------------------------------------------------------------ FP8
