@@ -9,10 +9,11 @@ fetched by whoever finally needs them (``TensorRef.load``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
-__all__ = ["WeightFile", "ModelRef", "TensorRef", "QuantInfo", "SourceName", "model_key"]
+__all__ = ["ModelRef", "QuantInfo", "SourceName", "TensorRef", "WeightFile", "model_key"]
 
 SourceName = Literal["local", "hf", "tv"]
 
@@ -94,6 +95,8 @@ class QuantInfo:
         original_name: the name in the file when the logical name differs in more than a
             suffix (a GGUF name such as ``blk.0.attn_q.weight``).
         detail: further ``(key, value)`` facts (``("zero_point", "v1")``, ``("block", "128x128")``).
+        error: why the group cannot be read (a missing companion, an unreadable quant
+            state); the analysis then writes a failure row for it whatever its shape says.
     """
 
     method: str
@@ -104,6 +107,7 @@ class QuantInfo:
     packed_dtype: str | None = None
     original_name: str | None = None
     detail: tuple[tuple[str, str], ...] = ()
+    error: str | None = None
 
 
 @dataclass(frozen=True)

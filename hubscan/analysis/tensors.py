@@ -35,6 +35,7 @@ from ..errors import (
     CheckpointError,
     HubscanError,
     IntegrityError,
+    MalformedCheckpoint,
     UnsafeCheckpoint,
     is_transient,
 )
@@ -186,6 +187,10 @@ def _spectral_stage(ref: TensorRef, layer_id: int, options: AnalysisOptions,
     kind_hint = module_kinds.get(row["longname"]) if module_kinds is not None else None
     if module_kinds is not None and kind_hint is None:
         kind_hint = "unknown"  # not owned by a module weightwatcher would visit
+    if ref.quant is not None and ref.quant.error:
+        # a quantised group that cannot be read (missing companion, garbage quant state):
+        # its stored shape says nothing, so it fails as a layer instead of being classified
+        return _error(row, MalformedCheckpoint(ref.quant.error))
     try:
         lm = classify(ref.name, ref.shape, ref.dtype, options=options, config=config, module=kind_hint)
     except (HubscanError, ValueError) as exc:

@@ -53,17 +53,17 @@ from ._mmapio import read_range
 
 __all__ = [
     "GGUF_MAGIC",
-    "GGUFTensorInfo",
+    "GGUF_TYPE_PREFERENCE",
+    "HF_NAME_PREFERENCE",
     "GGUFHeader",
-    "parse_gguf_header",
-    "read_gguf_header",
-    "read_gguf",
-    "load_gguf_tensor",
+    "GGUFTensorInfo",
     "dequantize_gguf",
     "gguf_refs",
     "hf_name_map",
-    "HF_NAME_PREFERENCE",
-    "GGUF_TYPE_PREFERENCE",
+    "load_gguf_tensor",
+    "parse_gguf_header",
+    "read_gguf",
+    "read_gguf_header",
 ]
 
 GGUF_MAGIC = b"GGUF"

@@ -23,9 +23,20 @@ import numpy as np
 import torch
 
 __all__ = [
-    "pack_gptq", "pack_awq", "pack_bnb_4bit", "pack_bnb_int8", "pack_mlx", "pack_fp8",
-    "pack_pack_quantized", "pack_mxfp4", "quantize_q4_k", "write_gguf", "NF4_CODE",
-    "LAYOUTS", "make_quantized_model", "quantized_config",
+    "LAYOUTS",
+    "NF4_CODE",
+    "make_quantized_model",
+    "pack_awq",
+    "pack_bnb_4bit",
+    "pack_bnb_int8",
+    "pack_fp8",
+    "pack_gptq",
+    "pack_mlx",
+    "pack_mxfp4",
+    "pack_pack_quantized",
+    "quantize_q4_k",
+    "quantized_config",
+    "write_gguf",
 ]
 
 #: The NF4 code book (QLoRA, Dettmers et al. 2023, Appendix E; bitsandbytes ``get_4bit_type("nf4")``).

@@ -13,9 +13,14 @@ import torch
 
 gguf = pytest.importorskip("gguf")
 
-from hubscan.errors import CheckpointError, MalformedCheckpoint  # noqa: E402
-from hubscan.readers.gguf import hf_name_map, parse_gguf_header, read_gguf, read_gguf_header  # noqa: E402
-from hubscan.testing.quantized import quantize_q4_k, write_gguf  # noqa: E402
+from hubscan.errors import CheckpointError, MalformedCheckpoint
+from hubscan.readers.gguf import (
+    hf_name_map,
+    parse_gguf_header,
+    read_gguf,
+    read_gguf_header,
+)
+from hubscan.testing.quantized import quantize_q4_k, write_gguf
 
 T = gguf.GGMLQuantizationType
 #: types ``gguf.quants.quantize`` writes from floats
@@ -105,7 +110,7 @@ def test_names_map_to_hf_modules_and_keep_the_gguf_name(gguf_file):
     assert by_gguf["output.weight"] == "lm_head.weight"
     assert by_gguf["output_norm.weight"] == "model.norm.weight"
     assert by_gguf["blk.0.x0.weight"] == "blk.0.x0.weight"                  # unknown to the map: kept
-    assert [t.name for t in read_gguf(path, map_names=False)][0] == "token_embd.weight"
+    assert next(t.name for t in read_gguf(path, map_names=False)) == "token_embd.weight"
     assert hf_name_map("gpt2", 1)["blk.0.attn_qkv"] == "transformer.h.0.attn.c_attn"
     assert hf_name_map("no-such-arch", 3) == {}
 

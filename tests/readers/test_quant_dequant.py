@@ -21,9 +21,17 @@ import pytest
 import torch
 
 from hubscan.errors import MalformedCheckpoint
-from hubscan.readers.quant import (dequantize_awq, dequantize_bnb_4bit, dequantize_bnb_int8, dequantize_fp8,
-                                   dequantize_gptq, dequantize_mlx, dequantize_mxfp4, dequantize_pack_quantized,
-                                   parse_quant_state)
+from hubscan.readers.quant import (
+    dequantize_awq,
+    dequantize_bnb_4bit,
+    dequantize_bnb_int8,
+    dequantize_fp8,
+    dequantize_gptq,
+    dequantize_mlx,
+    dequantize_mxfp4,
+    dequantize_pack_quantized,
+    parse_quant_state,
+)
 from hubscan.readers.quant._bits import pack_codes, unpack_codes
 from hubscan.testing import quantized as Q
 
@@ -154,7 +162,8 @@ def test_bnb_int8_equals_bitsandbytes():
     ref = F.int8_vectorwise_dequant(q, scb)
     assert torch.equal(dequantize_bnb_int8(q, scb), ref)
     ent, deq = Q.pack_bnb_int8(w)
-    assert torch.equal(dequantize_bnb_int8(ent["weight"], ent["SCB"]), F.int8_vectorwise_dequant(ent["weight"], ent["SCB"]))
+    ours = dequantize_bnb_int8(ent["weight"], ent["SCB"])
+    assert torch.equal(ours, F.int8_vectorwise_dequant(ent["weight"], ent["SCB"])) and torch.equal(ours, deq)
 
 
 # ------------------------------------------------------------------------------ MLX

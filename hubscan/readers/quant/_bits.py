@@ -16,7 +16,7 @@ import torch
 
 from ...errors import MalformedCheckpoint
 
-__all__ = ["unpack_codes", "pack_codes"]
+__all__ = ["pack_codes", "unpack_codes"]
 
 
 def _as_words(words: torch.Tensor, what: str) -> torch.Tensor:

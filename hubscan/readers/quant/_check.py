@@ -9,7 +9,7 @@ import torch
 
 from ...errors import MalformedCheckpoint
 
-__all__ = ["expect_shape", "expect_float", "expect_int"]
+__all__ = ["expect_float", "expect_int", "expect_shape"]
 
 
 def expect_shape(t: torch.Tensor, shape: Sequence[int], *, name: str, part: str) -> None:

@@ -22,7 +22,7 @@ from ...errors import MalformedCheckpoint
 from ._bits import unpack_codes
 from ._check import expect_float, expect_int, expect_shape
 
-__all__ = ["dequantize_awq", "AWQ_ORDER", "AWQ_REVERSE_ORDER"]
+__all__ = ["AWQ_ORDER", "AWQ_REVERSE_ORDER", "dequantize_awq"]
 
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 AWQ_REVERSE_ORDER = (0, 4, 1, 5, 2, 6, 3, 7)

@@ -33,8 +33,13 @@ import torch
 from ...errors import MalformedCheckpoint
 from ._check import expect_float, expect_int, expect_shape
 
-__all__ = ["QuantState4bit", "parse_quant_state", "dequantize_bnb_4bit", "dequantize_bnb_int8",
-           "INT8_SCALE"]
+__all__ = [
+    "INT8_SCALE",
+    "QuantState4bit",
+    "dequantize_bnb_4bit",
+    "dequantize_bnb_int8",
+    "parse_quant_state",
+]
 
 #: bitsandbytes' ``int8_vectorwise_dequant`` constant (float32 nearest to 1/127).
 INT8_SCALE = 7.874015718698502e-3
@@ -84,10 +89,10 @@ def parse_quant_state(raw: torch.Tensor, *, name: str) -> QuantState4bit:
     if not isinstance(shape, list) or not shape or not all(_pos_int(s) for s in shape):
         raise MalformedCheckpoint(f"{name}: quant_state shape {shape!r} is not a list of positive integers")
     nbs, off = obj.get("nested_blocksize"), obj.get("nested_offset")
-    if nbs is not None or off is not None:
-        if not _pos_int(nbs) or not isinstance(off, (int, float)) or isinstance(off, bool) \
-                or not math.isfinite(off):
-            raise MalformedCheckpoint(f"{name}: nested quant_state needs a positive nested_blocksize "
+    nested = nbs is not None or off is not None
+    if nested and (not _pos_int(nbs) or not isinstance(off, (int, float)) or isinstance(off, bool)
+                   or not math.isfinite(off)):
+        raise MalformedCheckpoint(f"{name}: nested quant_state needs a positive nested_blocksize "
                                       f"and a finite nested_offset, got {nbs!r}, {off!r}")
     return QuantState4bit(qt, bs, dt, tuple(shape), nbs, None if off is None else float(off))
 

@@ -25,7 +25,7 @@ import torch
 
 from ...errors import MalformedCheckpoint
 
-__all__ = ["dequantize_fp8", "fp8_granularity", "FP8_DTYPES"]
+__all__ = ["FP8_DTYPES", "dequantize_fp8", "fp8_granularity"]
 
 FP8_DTYPES = tuple(d for d in (getattr(torch, "float8_e4m3fn", None), getattr(torch, "float8_e5m2", None),
                                getattr(torch, "float8_e4m3fnuz", None), getattr(torch, "float8_e5m2fnuz", None))
@@ -59,6 +59,8 @@ def fp8_granularity(wshape: tuple[int, ...], sshape: tuple[int, ...],
         raise MalformedCheckpoint(f"FP8 weight must be 2-D (or a 3-D expert stack), got {list(wshape)}")
     rows, cols = wshape[-2:]
     lead = wshape[:-2]
+    if block is not None and sshape == (*lead, -(-rows // block[0]), -(-cols // block[1])):
+        return ("group" if block[0] == 1 else "block"), tuple(block)  # type: ignore[return-value]
     if math.prod(sshape) == 1:
         return "tensor", None
     if sshape in ((*lead, rows, 1), (*lead, rows)) and rows > 1:

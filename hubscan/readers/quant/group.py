@@ -22,7 +22,7 @@ Layouts (one module each, with the reference they follow): :mod:`.gptq`, :mod:`.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +40,7 @@ from .gptq import dequantize_gptq
 from .mlx import dequantize_mlx
 from .mxfp4 import dequantize_mxfp4
 
-__all__ = ["GroupPlan", "plan_groups", "Assembler", "group_tensors", "GroupLoader"]
+__all__ = ["Assembler", "GroupLoader", "GroupPlan", "group_tensors", "plan_groups"]
 
 _F8 = ("F8_E4M3", "F8_E5M2", "F8_E4M3FNUZ", "F8_E5M2FNUZ")
 _BNB_STATE = ("quant_state.bitsandbytes__nf4", "quant_state.bitsandbytes__fp4")
@@ -114,7 +114,7 @@ def plan_groups(entries: Iterable[Entry], qc: QuantConfig | Mapping[str, Any] | 
             continue
         prefix, leaf = _split(n)
         shape, dt = info[n]
-        sib = lambda leaf_: _join(prefix, leaf_)  # noqa: E731
+        sib = lambda leaf_: _join(prefix, leaf_)
         # GPTQ / AWQ: X.qweight + X.qzeros + X.scales [+ X.g_idx]
         if leaf == "qweight" and dt in ("I32", "U32"):
             roles = {"qweight": n, "qzeros": sib("qzeros"), "scales": sib("scales"), "g_idx": sib("g_idx")}
@@ -177,9 +177,9 @@ def _gptq_or_awq(qweight: tuple[int, ...], scales: tuple[tuple[int, ...], str] |
     output columns (``scales.shape[1] == 8 · qweight.shape[1]``); the config wins when it speaks."""
     if qc.method in ("gptq", "awq"):
         return qc.method
-    if scales is not None and len(qweight) == 2 and len(scales[0]) == 2:
-        if scales[0][1] == qweight[1] * 8 and scales[0][1] != qweight[1]:
-            return "awq"
+    if (scales is not None and len(qweight) == 2 and len(scales[0]) == 2
+            and scales[0][1] == qweight[1] * 8 and scales[0][1] != qweight[1]):
+        return "awq"
     return "gptq"
 
 
@@ -207,13 +207,17 @@ class GroupLoader:
     def __call__(self) -> torch.Tensor:
         plan = self.plan
         if plan.missing:
-            names = ", ".join(_companion_name(plan, r) for r in plan.missing)
-            raise MalformedCheckpoint(f"{plan.name}: {_method(plan)} companion tensor missing: {names}")
+            raise MalformedCheckpoint(_missing_message(plan))
         loaded = {role: _as_tensor(ref.load()) for role, ref in self.parts.items()}
         out = dequantize_group(plan, loaded)
         if tuple(out.shape) != self.shape:
             raise MalformedCheckpoint(f"{plan.name}: dequantised to {list(out.shape)}, expected {list(self.shape)}")
         return out
+
+
+def _missing_message(plan: GroupPlan) -> str:
+    names = ", ".join(_companion_name(plan, r) for r in plan.missing)
+    return f"{plan.name}: {_method(plan)} companion tensor missing: {names}"
 
 
 def _as_tensor(x: Any) -> torch.Tensor:
@@ -282,9 +286,9 @@ def _logical(plan: GroupPlan, parts: Mapping[str, TensorRef]) -> tuple[GroupPlan
         else:
             bits = p.get("bits")
             if bits is None:  # g_idx gives the input size; else assume 4 bits, the common case
-                n_in_g = sh["g_idx"][0] if "g_idx" in sh and sh["g_idx"] else None
+                n_in_g = sh["g_idx"][0] if sh.get("g_idx") else None
                 bits = next((b for b in (4, 8, 2, 3) if n_in_g and qw[0] * 32 == n_in_g * b), 4)
-            n_in, out = (sh["g_idx"][0] if "g_idx" in sh and sh["g_idx"] else qw[0] * 32 // bits), qw[1]
+            n_in, out = (sh["g_idx"][0] if sh.get("g_idx") else qw[0] * 32 // bits), qw[1]
         groups = sc[0]
         gs = p.get("group_size")
         if not gs or gs < 0:
@@ -361,8 +365,9 @@ def build_ref(plan: GroupPlan, parts: Mapping[str, TensorRef]) -> TensorRef:
         load: Any = GroupLoader(full, parts, tuple(int(s) for s in shape))
     except CheckpointError as exc:
         shape = tuple(primary.shape) if primary else ()
-        info = _quant_info(plan, parts, None, None, _source_format(file))
         load = GroupLoader(plan, parts, shape) if plan.missing else _Raise(exc)
+        reason = _missing_message(plan) if plan.missing else str(exc)
+        info = dataclasses.replace(_quant_info(plan, parts, None, None, _source_format(file)), error=reason)
     return TensorRef(name=plan.name, shape=tuple(int(s) for s in shape), dtype="F32", file=file,
                      load=load, offset=offset, nbytes=nbytes, quant=info)
 

@@ -15,7 +15,7 @@ import torch
 
 from ...errors import MalformedCheckpoint
 
-__all__ = ["dequantize_mxfp4", "FP4_VALUES"]
+__all__ = ["FP4_VALUES", "dequantize_mxfp4"]
 
 #: E2M1 code → value (the OCP MX spec; transformers' ``FP4_VALUES``).
 FP4_VALUES = (+0.0, +0.5, +1.0, +1.5, +2.0, +3.0, +4.0, +6.0,
