@@ -23,6 +23,7 @@ Layouts (one module each, with the reference they follow): :mod:`.gptq`, :mod:`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -114,7 +115,7 @@ def plan_groups(entries: Iterable[Entry], qc: QuantConfig | Mapping[str, Any] | 
             continue
         prefix, leaf = _split(n)
         shape, dt = info[n]
-        sib = lambda leaf_: _join(prefix, leaf_)
+        sib = functools.partial(_join, prefix)
         # GPTQ / AWQ: X.qweight + X.qzeros + X.scales [+ X.g_idx]
         if leaf == "qweight" and dt in ("I32", "U32"):
             roles = {"qweight": n, "qzeros": sib("qzeros"), "scales": sib("scales"), "g_idx": sib("g_idx")}
