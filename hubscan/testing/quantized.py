@@ -420,3 +420,75 @@ def _pack_layout(layout: str, w: torch.Tensor) -> tuple[dict[str, torch.Tensor],
         return pack_pack_quantized(w)
     raise ValueError(f"unknown layout {layout!r}")
 
+
+
+# ------------------------------------------------------------------------------ one matrix, every format
+
+#: Formats :func:`quantized_files` writes, each as stored on disk by its tools.
+FORMATS = ("gptq-4bit", "gptq-8bit", "awq-4bit", "bnb-nf4", "bnb-int8", "mlx-4bit", "mlx-8bit", "fp8-block",
+           "fp8-channel", "ct-pack-4bit", "mxfp4", "gguf-Q8_0", "gguf-Q4_0", "gguf-Q4_K")
+
+
+def quantized_files(folder: str | Path, w: torch.Tensor, formats: tuple[str, ...] = FORMATS) -> dict[str, Path]:
+    """The ``(out, in)`` matrix ``w`` written in each format to its own file under ``folder``
+    (module ``layer``; a safetensors file with ``config.json`` beside it, or a GGUF file).
+
+    Used by the parity tests and ``benchmarks/bench_dequant.py``: the same float matrix
+    through every reader.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    out: dict[str, Path] = {}
+    for fmt in formats:
+        d = folder / fmt
+        d.mkdir(parents=True, exist_ok=True)
+        if fmt.startswith("gguf-"):
+            out[fmt] = write_gguf(d / f"layer-{fmt[5:]}.gguf", {"layer.weight": (w.numpy(), fmt[5:])}, arch="llama")
+            continue
+        config: dict[str, Any] = {}
+        if fmt == "mxfp4":
+            ent, _ = pack_mxfp4(w.t().unsqueeze(0).contiguous())       # one expert, (1, in, out)
+            sd = {"layer_blocks": ent["blocks"], "layer_scales": ent["scales"]}
+            config = quantized_config("mxfp4")
+        else:
+            bits = 8 if fmt.endswith("8bit") else 4
+            if fmt.startswith("gptq"):
+                ent, _ = pack_gptq(w, bits=bits, group_size=128, desc_act=True)
+                config = quantized_config("gptq", bits=bits, group_size=128)
+            elif fmt.startswith("awq"):
+                ent, _ = pack_awq(w, group_size=128)
+                config = quantized_config("awq", group_size=128)
+            elif fmt == "bnb-nf4":
+                ent, _ = pack_bnb_4bit(w)
+            elif fmt == "bnb-int8":
+                ent, _ = pack_bnb_int8(w)
+            elif fmt.startswith("mlx"):
+                ent, _ = pack_mlx(w, bits=bits, group_size=64)
+                config = quantized_config("mlx", bits=bits, group_size=64)
+            elif fmt.startswith("fp8"):
+                ent, _ = pack_fp8(w, granularity=fmt[4:])
+                config = quantized_config("fp8-block") if fmt == "fp8-block" else {}
+            elif fmt == "ct-pack-4bit":
+                ent, _ = pack_pack_quantized(w, bits=4, group_size=128)
+                config = quantized_config("compressed-tensors", group_size=128)
+            else:
+                raise ValueError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+            sd = {f"layer.{k}": v for k, v in ent.items()}
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(d / "model.safetensors"))
+        (d / "config.json").write_text(json.dumps(config))
+        out[fmt] = d
+    return out
+
+
+def read_quantized(path: str | Path) -> list:
+    """The logical refs of one :func:`quantized_files` entry (GGUF or safetensors folder)."""
+    from ..readers import read_checkpoint
+    from ..readers.gguf import read_gguf
+    from ..readers.quant import group_tensors
+
+    path = Path(path)
+    if path.suffix == ".gguf":
+        return list(read_gguf(path))
+    config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else None
+    return list(group_tensors(read_checkpoint(path), config))
