@@ -9,7 +9,7 @@ Each format's file is written by ``hubscan.testing.quantized.quantized_files`` (
 every format) and read through the real reader (``read_quantized``: safetensors grouping or
 the GGUF reader). ``load_s`` is a logical tensor's whole ``load()`` (mapping the packed
 bytes + dequantising), ``read_s`` the same parts loaded without dequantising, so
-``dequant_s = load_s − read_s``. ``eig_s`` is ``hubscan.spectral.eigenvalues`` on the
+``dequant_s = load_s − read_s``. ``eig_s`` is ``hubscan.esd.spectral.eigenvalues`` on the
 dequantised matrix (the analysis' solve, same thread count). Figures are medians of
 ``--repeat`` runs measured side by side in one process; read them as ratios.
 
@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hubscan.analysis import analyze_tensors
-from hubscan.layers import classify
+from hubscan.analysis.tensors import analyze_tensors
+from hubscan.esd.layers import classify
 from hubscan.options import AnalysisOptions
 from hubscan.refs import TensorRef
-from hubscan.spectral import eigenvalues
+from hubscan.esd.spectral import eigenvalues
 from hubscan.testing.checkpoints import student_t_matrix
 from hubscan.testing.quantized import FORMATS, quantized_files, read_quantized
 

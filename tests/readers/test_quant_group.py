@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from hubscan.analysis import analyze_tensors
+from hubscan.analysis.tensors import analyze_tensors
 from hubscan.errors import MalformedCheckpoint
 from hubscan.options import AnalysisOptions
 from hubscan.readers import read_checkpoint

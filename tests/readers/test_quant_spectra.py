@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 import torch
 
-from hubscan.analysis import analyze_tensors
+from hubscan.analysis.tensors import analyze_tensors
 from hubscan.options import AnalysisOptions
 from hubscan.refs import TensorRef
 from hubscan.testing.checkpoints import student_t_matrix
