@@ -321,7 +321,8 @@ def _analyze_file(ref: ModelRef, wf: WeightFile, options: AnalysisOptions, *, op
     if prefetch_bytes > 0 and wf.url:
         tensors = readahead(tensors, max_bytes=prefetch_bytes)
     try:
-        return list(analyze_tensors(tensors, options, config=ref.config))
+        return list(analyze_tensors(tensors, options, config=ref.config,
+                                    adapter_config=(ref.meta or {}).get("adapter_config")))
     finally:
         close = getattr(tensors, "close", None)
         if close is not None:

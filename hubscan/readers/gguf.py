@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -90,6 +91,31 @@ GGUF_TYPE_PREFERENCE = ("F32", "BF16", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_K_S"
                         "Q4_K_M", "Q4_K_S", "Q4_K", "Q4_1", "Q4_0", "IQ4_NL", "IQ4_XS", "MXFP4",
                         "Q3_K_L", "Q3_K_M", "Q3_K_S", "Q3_K", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS",
                         "Q2_K", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S", "TQ2_0", "TQ1_0")
+
+
+_LEVEL = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(sorted(GGUF_TYPE_PREFERENCE, key=len, reverse=True)) + r")(?![A-Za-z0-9_])",
+                    re.IGNORECASE)
+
+
+def gguf_level(path: str) -> str | None:
+    """The quantisation level a GGUF file name states (``model-Q4_K_M.gguf`` → ``Q4_K_M``)."""
+    name = path.rsplit("/", 1)[-1]
+    m = _LEVEL.search(name.replace(".gguf", ""))
+    return m.group(1).upper() if m else None
+
+
+def choose_gguf_files(paths: list[str], *, all_levels: bool = False) -> list[str]:
+    """The GGUF files of a repo/folder to analyse: by default the files (all shards) of the
+    most preferred level in :data:`GGUF_TYPE_PREFERENCE`; files whose name states no level
+    come after every named level; multimodal projectors (``mmproj``) are never chosen.
+    ``all_levels`` keeps every file (a spec's ``gguf = "all"``)."""
+    files = sorted(p for p in paths if p.lower().endswith(".gguf") and "mmproj" not in p.lower())
+    if all_levels or not files:
+        return files
+    rank = {t: i for i, t in enumerate(GGUF_TYPE_PREFERENCE)}
+    levels = {p: gguf_level(p) for p in files}
+    best = min(files, key=lambda p: (rank.get(levels[p] or "", len(rank)), p))
+    return [p for p in files if levels[p] == levels[best] and (levels[p] is not None or p == best)]
 
 
 @dataclass(frozen=True)

@@ -485,10 +485,9 @@ def read_quantized(path: str | Path) -> list:
     """The logical refs of one :func:`quantized_files` entry (GGUF or safetensors folder)."""
     from ..readers import read_checkpoint
     from ..readers.gguf import read_gguf
-    from ..readers.quant import group_tensors
 
     path = Path(path)
     if path.suffix == ".gguf":
         return list(read_gguf(path))
     config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else None
-    return list(group_tensors(read_checkpoint(path), config))
+    return list(read_checkpoint(path, config=config))
