@@ -261,13 +261,12 @@ def _spectral_stage(unit: Unit, layer_id: int, options: AnalysisOptions,
         tensor = ref.load()
         if not isinstance(tensor, torch.Tensor):
             tensor = torch.as_tensor(np.asarray(tensor))
-        if ties is not None:
-            table = ties.candidate(ref)
-            if table is not None and ties.same(table, tensor):
-                row.update(status="skipped", tied_to=table,
-                           skip_reason=f"tied to {table} (tie_word_embeddings, same data): analysed once")
+        if ties is not None and ties.wants(ref):
+            other = ties.tied_to(ref, tensor)
+            if other is not None:
+                row.update(status="skipped", tied_to=other,
+                           skip_reason=f"tied to {other} (tie_word_embeddings, same data): analysed once")
                 return LayerResult(row=row)
-            ties.note_table(ref, tensor)
         t0 = time.perf_counter()
         if unit.lora_a is not None:
             a = unit.lora_a.load()

@@ -169,23 +169,35 @@ def digest(t: torch.Tensor) -> str:
 
 
 class TieTracker:
-    """Remembers the input embedding tables analysed so far (by content hash) so that an
-    output head with the same bytes under ``tie_word_embeddings`` becomes a ``tied_to`` row."""
+    """Remembers output heads and input embedding tables analysed so far (by content hash):
+    under ``tie_word_embeddings`` the second of an equal pair — whichever comes second in
+    the file — becomes a ``tied_to`` row of the first (safetensors files sort ``lm_head``
+    before ``model.embed_tokens``; holding the head back would cost a vocab-sized tensor)."""
 
     def __init__(self, config: Mapping[str, Any] | None) -> None:
         self.config = config
-        self.tables: dict[tuple[tuple[int, ...], str], tuple[str, str]] = {}
+        self.seen: list[tuple[str, bool, tuple[int, ...], str, str]] = []  # name, is_head, shape, dtype, digest
 
-    def candidate(self, ref: TensorRef) -> str | None:
-        """The table ``ref`` may be tied to (same shape and dtype), if any."""
-        for (shape, dtype), (name, _) in self.tables.items():
-            if shape == tuple(ref.shape) and dtype == ref.dtype and is_tie_pair(ref.name, name, self.config):
-                return name
+    def _role(self, name: str) -> bool | None:
+        if is_tie_pair(name, "embed_tokens.weight", self.config):
+            return True
+        if name.endswith(".weight") and is_tie_pair("lm_head.weight", name, self.config):
+            return False
         return None
 
-    def note_table(self, ref: TensorRef, tensor: torch.Tensor) -> None:
-        if ref.name.endswith(".weight") and is_tie_pair("lm_head.weight", ref.name, self.config):
-            self.tables[(tuple(ref.shape), ref.dtype)] = (ref.name, digest(tensor))
+    def wants(self, ref: TensorRef) -> bool:
+        """Whether ``ref`` could be one side of a tie (so its bytes are hashed)."""
+        return len(ref.shape) == 2 and self._role(ref.name) is not None
 
-    def same(self, table: str, tensor: torch.Tensor) -> bool:
-        return any(name == table and d == digest(tensor) for name, d in self.tables.values())
+    def tied_to(self, ref: TensorRef, tensor: torch.Tensor) -> str | None:
+        """The earlier tensor ``ref`` equals (the other side of a tie), else ``None`` — and
+        ``ref`` is remembered for the tensors after it."""
+        role = self._role(ref.name)
+        if role is None or len(ref.shape) != 2:
+            return None
+        d = digest(tensor)
+        for name, is_head, shape, dtype, dg in self.seen:
+            if is_head != role and shape == tuple(ref.shape) and dtype == ref.dtype and dg == d:
+                return name
+        self.seen.append((ref.name, role, tuple(ref.shape), ref.dtype, d))
+        return None
