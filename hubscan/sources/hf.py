@@ -41,7 +41,7 @@ from ..net.http import (
     tracking,
 )
 from ..refs import ModelRef, TensorRef, WeightFile
-from .base import SAFETENSORS_SUFFIX, FetchStats, matches_files, select_weight_files
+from .base import GGUF_SUFFIX, SAFETENSORS_SUFFIX, FetchStats, matches_files, select_weight_files
 
 __all__ = ["HfSource", "LIST_EXPAND", "parse_hf_uri", "resolve_url", "estimate_bytes"]
 
@@ -217,6 +217,8 @@ class HfSource:
         archs = (config or {}).get("architectures") or []
         st = info.safetensors
         meta: dict[str, Any] = {
+            "adapter": "adapter_config.json" in sibs or None,
+            "formats": sorted({_format_of(p) for p in paths}) or None,
             "pipeline_tag": info.pipeline_tag,
             "gated": info.gated or False,
             "private": info.private,
@@ -262,7 +264,7 @@ class HfSource:
     ) -> Iterator[TensorRef]:
         """Every tensor of every weight file, in file order (see ``readers.stream`` for the
         integrity contract: ``IntegrityError`` after a bad file's last tensor)."""
-        from ..readers.stream import RemoteFile, download_file, stream_safetensors
+        from ..readers.stream import RemoteFile, download_file, stream_gguf, stream_safetensors
 
         for wf in ref.files:
             if not matches_files(wf.path, files):
@@ -271,14 +273,17 @@ class HfSource:
             if local is not None:
                 if stats is not None:
                     stats.bump("cache_hits")
-                yield from _read_local(local, wf.path, allow_bin=allow_bin)
+                yield from _read_local(local, wf.path, allow_bin=allow_bin, config=ref.config)
                 continue
             if is_offline():
                 raise NotFound(f"{ref.uri}: {wf.path} is not in the HF cache and HF_HUB_OFFLINE is set")
             rf = RemoteFile(url=wf.url or resolve_url(ref.repo_id, ref.revision, wf.path, endpoint=self.endpoint),
                             path=wf.path, size=wf.size, sha256=wf.sha256, revision=ref.revision)
             if wf.path.endswith(SAFETENSORS_SUFFIX):
-                yield from stream_safetensors(rf, stats=stats)
+                yield from stream_safetensors(rf, stats=stats, config=ref.config)
+                continue
+            if wf.path.lower().endswith(GGUF_SUFFIX):
+                yield from stream_gguf(rf, stats=stats)
                 continue
             if not allow_bin:
                 raise UnsafeCheckpoint(f"{ref.uri}: {wf.path} is a pickle; pickles are disabled (allow_bin=False)")
@@ -287,9 +292,30 @@ class HfSource:
                 stats.notes.append(f"{wf.path}: pickle downloaded whole ({tmp.stat().st_size} bytes) and read "
                                    "with torch.load(weights_only=True)")
             try:
-                yield from _read_local(tmp, wf.path, allow_bin=True)
+                yield from _read_local(tmp, wf.path, allow_bin=True, config=ref.config)
             finally:
                 tmp.unlink(missing_ok=True)
+
+    def adapter_config(self, ref: ModelRef, *, stats: FetchStats | None = None) -> dict[str, Any] | None:
+        """The repo's PEFT ``adapter_config.json`` (LoRA scale, base model), when it has one:
+        one ``resolve`` request (a cached copy costs none)."""
+        from ..readers.adapter import ADAPTER_CONFIG, parse_adapter_config, read_adapter_config
+
+        if not (ref.meta or {}).get("adapter"):
+            return None
+        local = self._local_copy(ref, WeightFile(ADAPTER_CONFIG))
+        if local is not None:
+            return read_adapter_config(local.parent) if local.name == ADAPTER_CONFIG else \
+                parse_adapter_config(local.read_bytes())
+        if is_offline():
+            return None
+        url = resolve_url(ref.repo_id, ref.revision, ADAPTER_CONFIG, endpoint=self.endpoint)
+        from ..net.http import hub_headers, raise_for_hub_status
+
+        with tracking(stats):
+            resp = session().get(url, headers=hub_headers(), follow_redirects=True)
+        raise_for_hub_status(resp, what=f"GET {ADAPTER_CONFIG}")
+        return parse_adapter_config(resp.content)
 
     def _local_copy(self, ref: ModelRef, wf: WeightFile) -> Path | None:
         if ref.location:
@@ -305,12 +331,17 @@ class HfSource:
         return None
 
 
-def _read_local(path: Path, name: str, *, allow_bin: bool) -> Iterator[TensorRef]:
+def _read_local(path: Path, name: str, *, allow_bin: bool, config: dict | None = None) -> Iterator[TensorRef]:
     """A local weight file's tensors, named by their repo path (``TensorRef.file == WeightFile.path``)."""
     from ..readers import read_checkpoint
 
-    for t in read_checkpoint(path, allow_pickle=allow_bin):
+    for t in read_checkpoint(path, allow_pickle=allow_bin, config=config):
         yield dataclasses.replace(t, file=name)
+
+
+def _format_of(path: str) -> str:
+    p = path.lower()
+    return "gguf" if p.endswith(GGUF_SUFFIX) else "safetensors" if p.endswith(SAFETENSORS_SUFFIX) else "pytorch"
 
 
 def _bytes_of(ref: ModelRef) -> int | None:
