@@ -43,10 +43,10 @@ from ..net.http import (
 from ..refs import ModelRef, TensorRef, WeightFile
 from .base import GGUF_SUFFIX, SAFETENSORS_SUFFIX, FetchStats, matches_files, select_weight_files
 
-__all__ = ["HfSource", "LIST_EXPAND", "parse_hf_uri", "resolve_url", "estimate_bytes"]
+__all__ = ["HfSource", "LIST_EXPAND", "parse_hf_uri", "resolve_url", "estimate_bytes", "listing_quantization"]
 
 #: What one listing page carries per model (no per-model call needed afterwards).
-LIST_EXPAND = ["sha", "siblings", "safetensors", "config", "downloads", "likes", "tags", "library_name",
+LIST_EXPAND = ["sha", "siblings", "safetensors", "gguf", "config", "downloads", "likes", "tags", "library_name",
                "pipeline_tag", "gated", "lastModified", "private"]
 
 _DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
@@ -141,19 +141,27 @@ class HfSource:
         allow_bin: bool = True,
         file_metadata: Literal["none", "paths-info"] = "none",
         include_empty: bool = False,
+        formats: Sequence[str] = (),
+        quantization: Sequence[str] = (),
+        gguf: Literal["preferred", "all"] = "preferred",
         stats: FetchStats | None = None,
     ) -> Iterator[ModelRef]:
         """Models matching the filters, as ``ModelRef``s pinned to their current commit.
 
         Server-side filters: author, search, library, pipeline_tag, tags, min/max_params,
         gated, sort (descending). Client-side: min/max_bytes (on the listing's byte
-        estimate, or exact sizes with ``file_metadata="paths-info"``), and repos without a
-        weight file hubscan reads are skipped unless ``include_empty``.
+        estimate, or exact sizes with ``file_metadata="paths-info"``), ``formats`` (weight file
+        formats: ``safetensors``, ``pytorch``, ``gguf``) and ``quantization`` (``none``, ``gptq``,
+        ``awq``, ``bnb-nf4``, ``mlx``, ``fp8``, ``gguf:Q4_K_M`` …; a trailing ``*`` matches a
+        prefix, ``gguf:*``), and repos without a weight file hubscan reads are skipped unless
+        ``include_empty``. ``gguf = "all"`` analyses every quantisation level of a GGUF repo
+        instead of the preferred one.
 
         Cost: ``ceil(N / page)`` ``api`` calls, +1 per model with ``file_metadata="paths-info"``.
         """
         filters = list(tags) + ([library] if library else [])
-        client_side = min_bytes is not None or max_bytes is not None or not include_empty
+        client_side = (min_bytes is not None or max_bytes is not None or not include_empty
+                       or bool(formats) or bool(quantization))
         api = self.api()
         it = self._call(
             "list_models", stats, api.list_models,
@@ -161,7 +169,12 @@ class HfSource:
             num_parameters=_num_params_filter(min_params, max_params), gated=gated, sort=sort,
             limit=None if client_side else limit, expand=LIST_EXPAND,
         )
-        out = (self._from_info(info, allow_bin=allow_bin) for info in self._pages(it, stats))
+        out = (self._from_info(info, allow_bin=allow_bin, gguf=gguf) for info in self._pages(it, stats))
+        if formats:
+            want = {f.lower() for f in formats}
+            out = (r for r in out if want & set(r.meta.get("formats") or ()))
+        if quantization:
+            out = (r for r in out if _quant_matches(r.meta.get("quantization"), quantization))
         if file_metadata == "paths-info":
             out = (self._with_file_metadata(r, stats) for r in out)
         if not include_empty:
@@ -199,11 +212,11 @@ class HfSource:
         refs = HfCacheSource().resolve(f"hf-cache://{repo_id}" + (f"@{rev}" if rev else ""), allow_bin=allow_bin)
         return refs[0] if refs else None
 
-    def _from_info(self, info: Any, *, allow_bin: bool) -> ModelRef:
+    def _from_info(self, info: Any, *, allow_bin: bool, gguf: str = "preferred") -> ModelRef:
         if not info.sha:
             raise SourceError(f"{info.id}: the hub returned no commit sha")
         sibs = {s.rfilename: s for s in (info.siblings or [])}
-        paths = select_weight_files(sibs, allow_bin=allow_bin)
+        paths = select_weight_files(sibs, allow_bin=allow_bin, gguf=gguf)
         files = tuple(
             WeightFile(
                 path=p,
@@ -219,6 +232,8 @@ class HfSource:
         meta: dict[str, Any] = {
             "adapter": "adapter_config.json" in sibs or None,
             "formats": sorted({_format_of(p) for p in paths}) or None,
+            "quantization": listing_quantization(info.config if isinstance(info.config, dict) else None, paths),
+            "gguf": getattr(info, "gguf", None) or None,
             "pipeline_tag": info.pipeline_tag,
             "gated": info.gated or False,
             "private": info.private,
@@ -227,10 +242,13 @@ class HfSource:
             "est_bytes": estimate_bytes(dict(st.parameters) if st else None),
             "n_repo_files": len(sibs),
         }
+        gg = meta["gguf"] if isinstance(meta["gguf"], dict) else {}
+        params = st.total if st else (gg.get("total") if isinstance(gg.get("total"), int) else None)
+        arch = archs[0] if archs else (gg.get("architecture") if isinstance(gg.get("architecture"), str) else None)
         return ModelRef(
             source="hf", repo_id=info.id, revision=info.sha, files=files,
-            arch=archs[0] if archs else None, model_type=(config or {}).get("model_type"),
-            library=info.library_name, params=st.total if st else None, downloads=info.downloads,
+            arch=arch, model_type=(config or {}).get("model_type"),
+            library=info.library_name, params=params, downloads=info.downloads,
             likes=info.likes, tags=tuple(info.tags or ()), gated=bool(info.gated), meta=meta, config=config,
         )
 
@@ -337,6 +355,37 @@ def _read_local(path: Path, name: str, *, allow_bin: bool, config: dict | None =
 
     for t in read_checkpoint(path, allow_pickle=allow_bin, config=config):
         yield dataclasses.replace(t, file=name)
+
+
+def listing_quantization(config: dict | None, paths: Sequence[str]) -> str:
+    """How a listed repo's weights are stored, from its ``config.json`` and file names:
+    ``gguf:<LEVEL>`` (the level(s) chosen), a ``quant_method`` (``bitsandbytes`` refined to
+    ``bnb-nf4``/``bnb-int8``, an MLX ``quantization`` block → ``mlx``), else ``none``."""
+    from ..readers.gguf import gguf_level
+
+    levels = sorted({gguf_level(p) or "?" for p in paths if p.lower().endswith(GGUF_SUFFIX)})
+    if levels:
+        return ",".join(f"gguf:{lv}" for lv in levels)
+    qc = (config or {}).get("quantization_config")
+    if isinstance(qc, dict) and qc.get("quant_method"):
+        method = str(qc["quant_method"]).lower()
+        if method == "bitsandbytes":
+            return "bnb-int8" if qc.get("load_in_8bit") else f"bnb-{qc.get('bnb_4bit_quant_type') or 'nf4'}"
+        if method == "fp8" and qc.get("weight_block_size"):
+            return "fp8-block"
+        return method
+    if isinstance((config or {}).get("quantization"), dict):
+        return "mlx"
+    return "none"
+
+
+def _quant_matches(value: str | None, wanted: Sequence[str]) -> bool:
+    have = (value or "none").lower().split(",")
+    for w in wanted:
+        w = w.lower()
+        if any(h == w or (w.endswith("*") and h.startswith(w[:-1])) for h in have):
+            return True
+    return False
 
 
 def _format_of(path: str) -> str:
