@@ -123,3 +123,37 @@ def test_a_hostile_gguf_fails_its_file_and_the_rest_is_analysed(hub):
     assert f["file"] == "a-F16.gguf" and f["error_class"] == "MalformedCheckpoint"
     assert "token_embd.weight" in f["message"]
     assert {r["file"] for r in result.layers} == {"b-F16.gguf"}
+
+
+def test_hubscan_scan_over_every_format(hub, tmp_path):
+    """``hubscan scan`` (the in-process executor) over the formats/* repos: every model ok,
+    every layer row analysed or skipped with a reason; the lake says how weights were stored."""
+    from hubscan.engine.scan import run_scan
+    from hubscan.engine.spec import loads_spec
+    from hubscan.lake import Lake
+
+    lake_dir = tmp_path / "lake"
+    spec = loads_spec(f"""
+[scan]
+name = "formats"
+lake = "{lake_dir}"
+[[sources]]
+kind = "hf"
+author = "formats"
+quantization = ["none", "gptq", "awq", "bnb-nf4", "mlx", "fp8-block", "compressed-tensors", "mxfp4", "gguf:*"]
+[analysis]
+compare = false
+mp_fit = false
+""")
+    s = run_scan(spec, executor="local", progress=False)
+    assert s.status == "completed", s.error
+    assert s.n_ok == len(FORMAT_REPOS) and s.n_failed == 0
+    lake = Lake(str(lake_dir))
+    by = {r["quant_method"]: r["n"] for r in lake.query(
+        "SELECT quant_method, count(*) AS n FROM layers WHERE status = 'ok' GROUP BY 1").to_pylist()}
+    for q in ("gptq", "awq", "bnb-nf4", "mlx", "fp8-block", "compressed-tensors", "mxfp4", "gguf:F16", "none"):
+        assert by.get(q, 0) > 0, (q, by)
+    assert lake.query("SELECT count(*) AS n FROM layers WHERE status = 'skipped' AND skip_reason IS NULL"
+                      ).column("n")[0].as_py() == 0
+    assert lake.query("SELECT count(*) AS n FROM layers WHERE kind = 'lora'").column("n")[0].as_py() == 4
+    assert lake.query("SELECT count(*) AS n FROM failures").column("n")[0].as_py() == 0
