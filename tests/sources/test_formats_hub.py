@@ -115,8 +115,8 @@ def test_a_hostile_gguf_fails_its_file_and_the_rest_is_analysed(hub):
     i = raw.index(b"token_embd.weight")
     at = i + len(b"token_embd.weight") + 4 + 2 * 8 + 4
     raw[at:at + 8] = struct.pack("<Q", 1 << 40)
-    hub.add_repo("formats/hostile-GGUF", {"a-F16.gguf": bytes(raw), "b-F16.gguf": good}, library_name="gguf")
-    (ref,) = list_models("hf", search="hostile-GGUF", limit=5)
+    hub.add_repo("hostile/tiny-GGUF", {"a-F16.gguf": bytes(raw), "b-F16.gguf": good}, library_name="gguf")
+    (ref,) = list_models("hf", author="hostile", limit=5)
     result = analyze_model(ref, OPTS)
     assert result.model["status"] == "partial"
     (f,) = result.failures
