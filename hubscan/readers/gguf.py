@@ -377,6 +377,11 @@ def _dtype_of(info: GGUFTensorInfo) -> str:
     return _PLAIN[info.type_name][0] if info.type_name in _PLAIN else "F32"
 
 
+def level_bits(type_name: str) -> int | None:
+    """Nominal bits per weight of a GGML type or file level (``Q4_K_M`` → 4, ``F16`` → 16)."""
+    return _bits_of(type_name.upper())
+
+
 def _bits_of(type_name: str) -> int | None:
     for prefix, bits in (("F32", 32), ("F16", 16), ("BF16", 16), ("MXFP4", 4), ("TQ1", 2), ("TQ2", 2)):
         if type_name.startswith(prefix):

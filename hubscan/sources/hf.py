@@ -244,6 +244,8 @@ class HfSource:
         }
         gg = meta["gguf"] if isinstance(meta["gguf"], dict) else {}
         params = st.total if st else (gg.get("total") if isinstance(gg.get("total"), int) else None)
+        if meta["est_bytes"] is None and params and str(meta["quantization"]).startswith("gguf:"):
+            meta["est_bytes"] = _gguf_bytes(params, meta["quantization"])
         arch = archs[0] if archs else (gg.get("architecture") if isinstance(gg.get("architecture"), str) else None)
         return ModelRef(
             source="hf", repo_id=info.id, revision=info.sha, files=files,
@@ -377,6 +379,16 @@ def listing_quantization(config: dict | None, paths: Sequence[str]) -> str:
     if isinstance((config or {}).get("quantization"), dict):
         return "mlx"
     return "none"
+
+
+def _gguf_bytes(params: int, quantization: str) -> int | None:
+    """Bytes of a GGUF repo's chosen level(s) from its parameter count (the ``gguf`` expand)
+    and the level's bits per weight (``Q4_K_M`` → 4 …; block scales not counted)."""
+    from ..readers.gguf import level_bits
+
+    bits = [level_bits(q.removeprefix("gguf:")) for q in quantization.split(",")]
+    known = [b for b in bits if b]
+    return int(params * sum(known) / 8) if known else None
 
 
 def _quant_matches(value: str | None, wanted: Sequence[str]) -> bool:

@@ -44,6 +44,7 @@ def test_listing_shows_format_and_quantisation(listed):
     gg = listed["formats/tiny-llama-GGUF"]
     assert [f.path for f in gg.files] == ["tiny-llama-F16.gguf"] and gg.meta["formats"] == ["gguf"]
     assert gg.params and gg.arch == "llama"                     # from the Hub's gguf expand
+    assert gg.meta["est_bytes"] == gg.params * 2                # F16: 16 bits per weight
     assert [f.path for f in listed["formats/tiny-llama-lora"].files] == ["adapter_model.safetensors"]
 
 
