@@ -9,7 +9,6 @@ types), which is why it lives above both rather than inside the analysis room.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -53,8 +52,10 @@ def analyze(obj: Any, *, convention: str = "ww", config: Mapping[str, Any] | Non
     options = AnalysisOptions(convention=convention, **option_overrides)
     shas: dict[str, str] = {}
     module_kinds = None
+    adapter = None
     if isinstance(obj, (str, os.PathLike)):
         tensors, config, shas, files = _from_path(Path(obj), config)
+        adapter = _adapter_config(Path(obj))
     elif isinstance(obj, torch.nn.Module):
         tensors, module_kinds = _from_module(obj)
         files = {}
@@ -64,7 +65,8 @@ def analyze(obj: Any, *, convention: str = "ww", config: Mapping[str, Any] | Non
         raise TypeError(f"analyze() takes a path, an nn.Module or a state dict, not {type(obj).__name__}")
     now = datetime.now(timezone.utc)
     rows = []
-    for lr in analyze_tensors(tensors, options, config=config, module_kinds=module_kinds):
+    for lr in analyze_tensors(tensors, options, config=config, module_kinds=module_kinds,
+                              adapter_config=adapter):
         row = dict(lr.row)
         full = row.get("file")
         row["file_sha256"] = shas.get(full) if full else None
@@ -85,17 +87,22 @@ def _to_table(rows: list[dict[str, Any]]):
     return rows_to_table(dataclasses.replace(schema, arrow=relaxed), rows)
 
 
+def _adapter_config(path: Path) -> dict[str, Any] | None:
+    """A PEFT ``adapter_config.json`` beside the checkpoint (LoRA scale, base model)."""
+    from .readers.adapter import read_adapter_config
+
+    return read_adapter_config(path if path.is_dir() else path.parent)
+
+
 def _from_path(path: Path, config: Mapping[str, Any] | None):
     from .readers import checkpoint_files, read_checkpoint
+    from .readers.checkpoint import folder_config
     from .sources.local import file_sha256
 
-    tensors = list(read_checkpoint(path))
     root = path if path.is_dir() else path.parent
-    if config is None and (root / "config.json").is_file():
-        try:
-            config = json.loads((root / "config.json").read_text())
-        except (OSError, ValueError):
-            config = None
+    if config is None:
+        config = folder_config(path)
+    tensors = list(read_checkpoint(path, config=config))
     shas, files = {}, {}
     for f in checkpoint_files(path):
         shas[str(f)] = file_sha256(f)

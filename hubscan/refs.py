@@ -9,10 +9,11 @@ fetched by whoever finally needs them (``TensorRef.load``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
-__all__ = ["WeightFile", "ModelRef", "TensorRef", "SourceName", "model_key"]
+__all__ = ["ModelRef", "QuantInfo", "SourceName", "TensorRef", "WeightFile", "model_key"]
 
 SourceName = Literal["local", "hf", "tv"]
 
@@ -73,12 +74,53 @@ class ModelRef:
 
 
 @dataclass(frozen=True)
+class QuantInfo:
+    """How a logical tensor was stored, when it was not stored as plain floats.
+
+    A quantised weight is several tensors on disk (packed codes + scales/zeros/…); the
+    reader layer (``hubscan.readers.quant``, ``hubscan.readers.gguf``) turns the group into
+    ONE ``TensorRef`` named as the module weight, whose ``load()`` dequantises. This record
+    keeps the facts the lake reports (``quant_method``, ``bits``, ``gguf_name`` …) and the
+    names of the tensors that were consumed, so nothing is silently dropped. Tuples only,
+    so the record is hashable and picklable.
+
+    Attributes:
+        method: ``gptq`` | ``awq`` | ``bnb-nf4`` | ``bnb-fp4`` | ``bnb-int8`` | ``mlx`` |
+            ``fp8`` | ``fp8-block`` | ``compressed-tensors`` | ``mxfp4`` | ``gguf:<TYPE>``.
+        bits: nominal bits per weight (4 for Q4_K, 8 for FP8 …).
+        group_size: weights sharing one scale (``None``: per tensor / per channel).
+        source_format: ``safetensors`` | ``pytorch`` | ``gguf``.
+        parts: the stored tensor names this logical tensor was built from.
+        packed_dtype: dtype of the packed codes as stored (``I32``, ``U8``, ``F8_E4M3`` …).
+        original_name: the name in the file when the logical name differs in more than a
+            suffix (a GGUF name such as ``blk.0.attn_q.weight``).
+        detail: further ``(key, value)`` facts (``("zero_point", "v1")``, ``("block", "128x128")``).
+        error: why the group cannot be read (a missing companion, an unreadable quant
+            state); the analysis then writes a failure row for it whatever its shape says.
+    """
+
+    method: str
+    bits: int | None = None
+    group_size: int | None = None
+    source_format: str = "safetensors"
+    parts: tuple[str, ...] = ()
+    packed_dtype: str | None = None
+    original_name: str | None = None
+    detail: tuple[tuple[str, str], ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class TensorRef:
     """One tensor of a checkpoint, not yet loaded.
 
     ``dtype`` is the safetensors spelling (``F32``, ``BF16``, ``F8_E4M3``, ``I64`` …) for every
     reader, so layer rules do not depend on the file format. ``load()`` returns the tensor in
     its stored dtype (upcasting is the analysis stage's job) and may be called once.
+
+    A quantised weight group is one ref with ``quant`` set: ``dtype`` is then the dtype
+    ``load()`` returns (``F32``, after dequantisation), ``shape`` the logical shape, and
+    ``nbytes`` the packed bytes of all its parts.
     """
 
     name: str
@@ -88,6 +130,8 @@ class TensorRef:
     load: Callable[[], Any] = field(repr=False, compare=False, hash=False)
     offset: int | None = None  # byte offset of the data inside the file, when known
     nbytes: int | None = None
+    # Set for a logical tensor the reader dequantises (``load()`` returns float32 then).
+    quant: QuantInfo | None = None
 
 
 def model_key(source: str, repo_id: str, revision: str, analysis_version: str) -> str:

@@ -321,11 +321,31 @@ def _analyze_file(ref: ModelRef, wf: WeightFile, options: AnalysisOptions, *, op
     if prefetch_bytes > 0 and wf.url:
         tensors = readahead(tensors, max_bytes=prefetch_bytes)
     try:
-        return list(analyze_tensors(tensors, options, config=ref.config))
+        return list(analyze_tensors(tensors, options, config=ref.config,
+                                    adapter_config=_adapter_config(ref, stats)))
     finally:
         close = getattr(tensors, "close", None)
         if close is not None:
             close()
+
+
+def _adapter_config(ref: ModelRef, stats: Any) -> dict[str, Any] | None:
+    """A PEFT adapter's config: from the source's listing (local: read with the folder), or
+    fetched once (hf: ``adapter_config.json``, one small request); ``None`` when the model is
+    no adapter or the file cannot be had (then ΔW is analysed unscaled, s = 1)."""
+    meta = ref.meta or {}
+    if "adapter_config" in meta or not meta.get("adapter"):
+        return meta.get("adapter_config")
+    from ..sources import get_source
+
+    try:
+        src = get_source(ref.source)
+        fetch = getattr(src, "adapter_config", None)
+        cfg = fetch(ref, stats=stats) if fetch else None
+    except Exception:  # noqa: BLE001 - the weights are still analysable without it
+        cfg = None
+    meta["adapter_config"] = cfg  # one fetch per model, not per file
+    return cfg
 
 
 def _timed(tensors: Iterable[TensorRef], clock: _Clock) -> Iterator[TensorRef]:

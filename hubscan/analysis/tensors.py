@@ -31,10 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..dtypes import dtype_info
 from ..errors import (
     CheckpointError,
     HubscanError,
     IntegrityError,
+    MalformedCheckpoint,
     UnsafeCheckpoint,
     is_transient,
 )
@@ -44,7 +46,7 @@ from ..esd.layers import (
     Skip,
     classify,
     dtype_string,
-    longname_of,
+    lora_matrix,
 )
 from ..esd.mp import fit_mp
 from ..esd.phases import classify_phase, ht_class, is_poor_fit, is_rank_collapsed
@@ -53,6 +55,7 @@ from ..esd.spectral import (
     Spectrum,
     eigenvalues,
     layer_metrics,
+    lora_spectrum,
     num_pl_spikes,
     resolve_device,
     warning_label,
@@ -60,6 +63,7 @@ from ..esd.spectral import (
 from ..options import AnalysisOptions
 from ..refs import TensorRef
 from ..results import LayerResult
+from .units import TieTracker, Unit, units
 
 __all__ = ["analyze_tensors", "fit_pending", "PendingFit", "FIT_BATCH", "LAYER_COLUMNS", "PROVENANCE_COLUMNS"]
 
@@ -74,13 +78,17 @@ _COMPARE_FAMILIES = ("exponential", "stretched_exponential", "lognormal", "trunc
 
 
 def _layers_columns() -> tuple[str, ...]:
+    """Column names of the current (highest) ``layers`` schema version."""
+    import re
     from importlib import resources
 
-    spec = json.loads(resources.files("hubscan.schemas").joinpath("layers.v1.json").read_text())
+    folder = resources.files("hubscan.schemas")
+    versions = [int(m.group(1)) for f in folder.iterdir() if (m := re.fullmatch(r"layers\.v(\d+)\.json", f.name))]
+    spec = json.loads(folder.joinpath(f"layers.v{max(versions)}.json").read_text())
     return tuple(f["name"] for f in spec["fields"])
 
 
-#: The ``layers`` schema's column names, in schema order.
+#: The current ``layers`` schema's column names, in schema order.
 LAYER_COLUMNS: tuple[str, ...] = _layers_columns()
 # Columns the pipeline (or ``analyze``) fills, not the analysis.
 PROVENANCE_COLUMNS = ("file_sha256", "analysis_version", "model_key", "written_at")
@@ -111,8 +119,11 @@ def analyze_tensors(
     config: Mapping[str, Any] | None = None,
     module_kinds: Mapping[str, ModuleKind] | None = None,
     fit_batch: int = FIT_BATCH,
+    adapter_config: Mapping[str, Any] | None = None,
 ) -> Iterator[LayerResult]:
-    """One ``LayerResult`` per tensor, in input order (METHOD.md §1–§4).
+    """One ``LayerResult`` per tensor, in input order (METHOD.md §1–§4) — per *unit*, in
+    fact: an MoE expert stack gives one row per expert, a LoRA ``lora_A``/``lora_B`` pair
+    one ``kind = lora`` row for ΔW, a tied tensor a ``tied_to`` row (``analysis.units``).
 
     Args:
         tensors: the checkpoint's tensors; only the analysed ones are ``load()``-ed, one at
@@ -124,6 +135,8 @@ def analyze_tensors(
             in-memory ``nn.Module``; weightwatcher's module-type rules then apply.
         fit_batch: analysed layers per batched power-law fit. Rows are yielded when their
             batch is fitted, still in input order.
+        adapter_config: a PEFT ``adapter_config.json`` (``lora_alpha``, ``r``, ``use_rslora``,
+            ``base_model_name_or_path``) when the tensors are an adapter's.
 
     Yields:
         ``LayerResult`` whose ``row`` uses the ``layers`` column names (provenance columns
@@ -138,8 +151,9 @@ def analyze_tensors(
     device = resolve_device(options.device)
     buffer: list[LayerResult | PendingFit] = []
     n_pending = 0
-    for layer_id, ref in enumerate(tensors):
-        item = _spectral_stage(ref, layer_id, options, config, module_kinds, device)
+    ties = TieTracker(config)
+    for layer_id, unit in enumerate(units(tensors, config=config, adapter_config=adapter_config)):
+        item = _spectral_stage(unit, layer_id, options, config, module_kinds, device, ties)
         buffer.append(item)
         if isinstance(item, PendingFit):
             n_pending += 1
@@ -149,19 +163,48 @@ def analyze_tensors(
     yield from fit_pending(buffer, options, device)
 
 
-def _base_row(ref: TensorRef, layer_id: int, options: AnalysisOptions) -> dict[str, Any]:
+def _base_row(unit: Unit, layer_id: int, options: AnalysisOptions) -> dict[str, Any]:
+    ref = unit.ref
     row: dict[str, Any] = {c: None for c in LAYER_COLUMNS if c not in PROVENANCE_COLUMNS}
     row.update(
-        tensor=ref.name,
+        tensor=unit.name,
         convention=options.convention,
         fitter=options.effective_fitter,
-        longname=longname_of(ref.name),
+        longname=unit.longname,
         layer_id=layer_id,
         file=ref.file,
-        shape=[int(s) for s in ref.shape],
+        shape=[int(s) for s in (unit.shape or ref.shape)],
         dtype=dtype_string(ref.dtype),
+        **storage_columns(ref),
     )
+    row.update({k: v for k, v in unit.extra.items() if k in row})
     return row
+
+
+def source_format(file: str) -> str | None:
+    """``safetensors`` | ``pytorch`` | ``gguf`` from a weight file's name (``None``: in memory)."""
+    name = (file or "").lower()
+    if not name:
+        return None
+    if name.endswith(".gguf"):
+        return "gguf"
+    if name.endswith(".safetensors"):
+        return "safetensors"
+    return "pytorch" if name.endswith((".bin", ".pt", ".pth")) else None
+
+
+def storage_columns(ref: TensorRef) -> dict[str, Any]:
+    """How a tensor was stored: ``source_format``, ``quant_method``, ``bits``,
+    ``group_size``, ``gguf_name`` (``layers`` v2)."""
+    q = ref.quant
+    if q is None:
+        try:
+            bits = dtype_info(dtype_string(ref.dtype)).bits
+        except Exception:  # noqa: BLE001 - a dtype outside the vocabulary: no width
+            bits = None
+        return {"source_format": source_format(ref.file), "quant_method": "none", "bits": bits}
+    return {"source_format": q.source_format, "quant_method": q.method, "bits": q.bits,
+            "group_size": q.group_size, "gguf_name": q.original_name if q.source_format == "gguf" else None}
 
 
 def _dims(row: dict[str, Any], lm: LayerMatrix) -> None:
@@ -178,16 +221,30 @@ def _file_level(exc: BaseException) -> bool:
     return is_transient(exc) or isinstance(exc, (IntegrityError, UnsafeCheckpoint))
 
 
-def _spectral_stage(ref: TensorRef, layer_id: int, options: AnalysisOptions,
+def _spectral_stage(unit: Unit, layer_id: int, options: AnalysisOptions,
                     config: Mapping[str, Any] | None, module_kinds: Mapping[str, ModuleKind] | None,
-                    device: torch.device) -> LayerResult | PendingFit:
-    """Classify, load and eigen-solve one tensor; the fit comes later, in a batch."""
-    row = _base_row(ref, layer_id, options)
+                    device: torch.device, ties: TieTracker | None = None) -> LayerResult | PendingFit:
+    """Classify, load and eigen-solve one unit; the fit comes later, in a batch."""
+    ref = unit.ref
+    row = _base_row(unit, layer_id, options)
     kind_hint = module_kinds.get(row["longname"]) if module_kinds is not None else None
     if module_kinds is not None and kind_hint is None:
         kind_hint = "unknown"  # not owned by a module weightwatcher would visit
+    if ref.quant is not None and ref.quant.error:
+        # a quantised group that cannot be read (missing companion, garbage quant state):
+        # its stored shape says nothing, so it fails as a layer instead of being classified
+        return _error(row, MalformedCheckpoint(ref.quant.error))
+    if unit.error:
+        return _error(row, MalformedCheckpoint(unit.error))
+    if unit.skip:
+        row.update(status="skipped", skip_reason=unit.skip, kind="skipped")
+        return LayerResult(row=row)
     try:
-        lm = classify(ref.name, ref.shape, ref.dtype, options=options, config=config, module=kind_hint)
+        if unit.lora_a is not None:
+            lm = lora_matrix(unit.longname, tuple(unit.lora_a.shape), tuple(ref.shape), options=options)
+        else:
+            lm = classify(unit.classify_name or ref.name, unit.shape or ref.shape, ref.dtype, options=options,
+                          config=config, module=kind_hint)
     except (HubscanError, ValueError) as exc:
         return _error(row, exc)
     if isinstance(lm, Skip):
@@ -196,12 +253,27 @@ def _spectral_stage(ref: TensorRef, layer_id: int, options: AnalysisOptions,
             _dims(row, lm.lm)
         return LayerResult(row=row)
     _dims(row, lm)
+    if row.get("tied_to"):
+        row.update(status="skipped", skip_reason=f"tied to {row['tied_to']} (same storage): analysed once")
+        return LayerResult(row=row)
+    tensor = None
     try:
         tensor = ref.load()
         if not isinstance(tensor, torch.Tensor):
             tensor = torch.as_tensor(np.asarray(tensor))
+        if ties is not None and ties.wants(ref):
+            other = ties.tied_to(ref, tensor)
+            if other is not None:
+                row.update(status="skipped", tied_to=other,
+                           skip_reason=f"tied to {other} (tie_word_embeddings, same data): analysed once")
+                return LayerResult(row=row)
         t0 = time.perf_counter()
-        spec = eigenvalues(tensor, lm, convention=options.convention, device=device)
+        if unit.lora_a is not None:
+            a = unit.lora_a.load()
+            spec = lora_spectrum(torch.as_tensor(a), tensor, lm, scale=float(row.get("lora_scale") or 1.0),
+                                 convention=options.convention)
+        else:
+            spec = eigenvalues(tensor, lm, convention=options.convention, device=device)
         row["eig_s"] = time.perf_counter() - t0
     except Exception as exc:  # noqa: BLE001 - one bad tensor fails its own row
         if _file_level(exc) or not isinstance(exc, (HubscanError, CheckpointError, ValueError,

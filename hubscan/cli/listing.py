@@ -56,6 +56,9 @@ def list_command(
     limit: Optional[int] = typer.Option(None, "--limit", help="At most this many models (hf default: 100; 0 = all)."),
     exact_sizes: bool = typer.Option(False, "--exact-sizes", help="hf: exact sizes + sha256 (1 API call per model)."),
     no_bin: bool = typer.Option(False, "--no-bin", help="Ignore pickled .bin/.pt weights."),
+    fmt: list[str] = typer.Option([], "--format", help="hf: weight format safetensors | pytorch | gguf (repeatable)."),
+    quant: list[str] = typer.Option([], "--quant", help="hf: quantisation none | gptq | awq | bnb-nf4 | mlx | fp8 | "
+                                    "gguf:Q4_K_M … ('gguf:*' for any GGUF level; repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
 ) -> None:
     """List the models a scan would touch (ids, revisions, bytes, parameters, totals)."""
@@ -76,7 +79,8 @@ def list_command(
         it = list_models("hf", author=author, search=search, library=library, pipeline_tag=task, tags=tag,
                          min_params=min_params, max_params=max_params, min_bytes=min_bytes,
                          max_bytes=max_bytes, sort=sort, limit=limit, allow_bin=allow_bin,
-                         file_metadata="paths-info" if exact_sizes else "none", stats=stats)
+                         file_metadata="paths-info" if exact_sizes else "none", formats=fmt,
+                         quantization=quant, stats=stats)
     elif source == "tv":
         it = list_models("tv", search=search, task=task, family=family, limit=limit)
     elif source == "local":
@@ -100,6 +104,7 @@ def list_command(
                 "files": [f.path for f in r.files], "bytes": b, "bytes_exact": exact, "params": r.params,
                 "arch": r.arch, "downloads": r.downloads, "likes": r.likes,
                 "acc@1": r.meta.get("acc@1"), "gated": r.gated,
+                "formats": r.meta.get("formats"), "quantization": r.meta.get("quantization"),
             }), indent=None)
         return
 
@@ -111,6 +116,8 @@ def list_command(
     table.add_column("params", justify="right")
     table.add_column("arch")
     if source == "hf":
+        table.add_column("format")
+        table.add_column("quant")
         table.add_column("downloads", justify="right")
         table.add_column("likes", justify="right")
     if source == "tv":
@@ -124,7 +131,8 @@ def list_command(
         row = [r.repo_id + (" [yellow](gated)[/]" if r.gated else ""), r.revision[:24], str(len(r.files)),
                ("" if exact else "~") + _human(b), _human(r.params, ""), r.arch or ""]
         if source == "hf":
-            row += [str(r.downloads if r.downloads is not None else ""), str(r.likes if r.likes is not None else "")]
+            row += [",".join(r.meta.get("formats") or ()), r.meta.get("quantization") or "",
+                    str(r.downloads if r.downloads is not None else ""), str(r.likes if r.likes is not None else "")]
         if source == "tv":
             acc = r.meta.get("acc@1")
             row.append(f"{acc:.2f}" if acc is not None else "")

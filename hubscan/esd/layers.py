@@ -58,9 +58,18 @@ __all__ = [
     "module_kind",
     "longname_of",
     "dtype_string",
+    "ExpertStack",
+    "expert_stack",
+    "expert_index",
+    "expert_slice",
+    "LoraRole",
+    "lora_role",
+    "lora_scale",
+    "lora_matrix",
+    "is_tie_pair",
 ]
 
-Kind = Literal["dense", "conv2d", "conv1d", "embedding"]
+Kind = Literal["dense", "conv2d", "conv1d", "embedding", "lora"]
 #: weightwatcher's layer type of a torch module (``PyTorchLayer.layer_type``).
 ModuleKind = Literal["dense", "conv1d", "conv2d", "embedding", "norm", "unknown"]
 
@@ -289,3 +298,187 @@ def slices(tensor: torch.Tensor, lm: LayerMatrix) -> torch.Tensor:
     if tensor.dim() == 3:
         return tensor.permute(2, 0, 1)
     return tensor.reshape(lm.rows, lm.cols, lm.rf).permute(2, 0, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# MoE expert stacks, LoRA pairs, tied weights: what a tensor IS beyond its shape (issue 13)
+# --------------------------------------------------------------------------------------------
+
+#: Stacked expert tensors ``(E, …, …)`` by name: transformers ≥ 4.57 / gpt-oss
+#: (``mlp.experts.gate_up_proj``, ``down_proj``), GGUF's ``ffn_*_exps`` mapped to
+#: ``mlp.experts.gate_proj`` …, DBRX/Grok-style ``w1``/``w2``/``w3``.
+_EXPERT_STACK = re.compile(r"(^|\.)experts\.(?P<proj>gate_up_proj|gate_proj|up_proj|down_proj|w1|w2|w3)(\.weight)?$")
+_EXPERT_INDEX = re.compile(r"\.experts\.(\d+)\.")
+_EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts", "num_experts_per_layer")
+_FF_KEYS = ("moe_intermediate_size", "intermediate_size", "ffn_hidden_size")
+_LORA = re.compile(r"^(?P<module>.+?)\.lora_(?P<ab>A|B|embedding_A|embedding_B)(\.(?P<adapter>[^.]+))?(\.weight)?$")
+_DORA = re.compile(r"\.lora_magnitude_vector(\.[^.]+)?(\.weight)?$")
+_PEFT_PREFIX = "base_model.model."
+
+
+@dataclass(frozen=True)
+class ExpertStack:
+    """A 3-D tensor that holds ``n_experts`` matrices along dim 0 — one row per expert,
+    never a pooled Conv1d.
+
+    Attributes:
+        tensor: the stored name.
+        n_experts: ``shape[0]``.
+        proj: the projection name (``gate_up_proj``, ``down_proj``, ``w1`` …).
+        split: ``None``; ``"halves"`` (a fused ``gate_up_proj`` whose fused axis holds
+            ``[gate; up]``, transformers' Mixtral/Qwen-MoE layout) or ``"interleave"``
+            (gpt-oss: gate = ``[..., ::2]``, up = ``[..., 1::2]``).
+        split_axis: the fused axis (1 or 2) when ``split`` is set.
+    """
+
+    tensor: str
+    n_experts: int
+    proj: str
+    split: str | None = None
+    split_axis: int | None = None
+
+    def parts(self) -> tuple[str | None, ...]:
+        return ("gate", "up") if self.split else (None,)
+
+    def longname(self, expert: int, part: str | None) -> str:
+        """Per-expert module path, as per-expert checkpoints name it
+        (``….experts.3.gate_proj``), so stacked and unstacked rows line up."""
+        base = longname_of(self.tensor) if self.tensor.endswith(".weight") else self.tensor
+        prefix = base.rsplit(".", 1)[0]  # ….experts
+        proj = f"{part}_proj" if part else self.proj
+        return f"{prefix}.{expert}.{proj}"
+
+    def row_name(self, expert: int, part: str | None) -> str:
+        """The ``tensor`` column of one expert's row: ``<stack>[e]`` (``.gate``/``.up``)."""
+        return f"{self.tensor}[{expert}]" + (f".{part}" if part else "")
+
+
+def _config_int(config: Mapping[str, Any] | None, keys: tuple[str, ...]) -> int | None:
+    if not config:
+        return None
+    for cfg in (config, config.get("text_config") if isinstance(config.get("text_config"), Mapping) else None):
+        if not cfg:
+            continue
+        for k in keys:
+            v = cfg.get(k)
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                return v
+    return None
+
+
+def expert_stack(name: str, shape: tuple[int, ...], config: Mapping[str, Any] | None = None) -> ExpertStack | None:
+    """The expert layout of a stacked 3-D expert tensor, or ``None`` (recognised by name; a
+    config's expert count, when given, must equal ``shape[0]``).
+
+    A fused ``gate_up_proj`` is split into gate and up when one axis is twice the config's
+    (MoE) intermediate size: interleaved for ``model_type = gpt_oss``, halves otherwise.
+    """
+    m = _EXPERT_STACK.search(name)
+    if m is None or len(shape) != 3:
+        return None
+    n = _config_int(config, _EXPERT_KEYS)
+    if n is not None and n != shape[0]:
+        return None
+    proj = m.group("proj")
+    split = axis = None
+    if proj == "gate_up_proj":
+        ff = _config_int(config, _FF_KEYS)
+        cand = [a for a in (1, 2) if ff is not None and shape[a] == 2 * ff]
+        if not cand and ff is None:
+            cand = [a for a in (2, 1) if shape[a] % 2 == 0 and shape[a] > shape[3 - a]]
+        if cand:
+            axis = cand[-1] if len(cand) > 1 else cand[0]
+            gpt_oss = str((config or {}).get("model_type", "")).lower() == "gpt_oss"
+            split = "interleave" if gpt_oss else "halves"
+    return ExpertStack(name, shape[0], proj, split, axis)
+
+
+def expert_slice(tensor: torch.Tensor, stack: ExpertStack, expert: int, part: str | None) -> torch.Tensor:
+    """Expert ``expert``'s matrix (its ``gate``/``up`` half of a fused stack), a view."""
+    w = tensor[expert]
+    if not part or not stack.split:
+        return w
+    ax = (stack.split_axis or 2) - 1
+    size = w.shape[ax]
+    if stack.split == "interleave":
+        idx = slice(0, None, 2) if part == "gate" else slice(1, None, 2)
+    else:
+        idx = slice(0, size // 2) if part == "gate" else slice(size // 2, None)
+    return w[idx] if ax == 0 else w[:, idx]
+
+
+def expert_index(name: str) -> int | None:
+    """The expert of a per-expert tensor (``….experts.3.w1.weight`` → 3), else ``None``."""
+    m = _EXPERT_INDEX.search(name)
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class LoraRole:
+    """One tensor of a PEFT LoRA adapter: the adapted module and which factor it is.
+
+    ``module`` is the base model's module path (PEFT's ``base_model.model.`` prefix
+    removed), so an adapter row joins the base model's row of that module by ``longname``.
+    ``factor`` is ``A`` (``(r, in)``), ``B`` (``(out, r)``) or ``magnitude`` (DoRA, skipped).
+    """
+
+    module: str
+    factor: str
+
+
+def lora_role(name: str) -> LoraRole | None:
+    """Whether a tensor is a LoRA factor / DoRA magnitude, and of which module."""
+    if _DORA.search(name):
+        module = _DORA.sub("", name)
+        return LoraRole(module.removeprefix(_PEFT_PREFIX), "magnitude")
+    m = _LORA.match(name)
+    if m is None:
+        return None
+    factor = "A" if m.group("ab").endswith("A") else "B"
+    return LoraRole(m.group("module").removeprefix(_PEFT_PREFIX), factor)
+
+
+def lora_scale(adapter_config: Mapping[str, Any] | None, rank: int, module: str = "") -> float:
+    """PEFT's ΔW scaling: ``lora_alpha / r``, or ``lora_alpha / √r`` with ``use_rslora``
+    (``alpha_pattern``/``rank_pattern`` entries override per module, as in PEFT)."""
+    cfg = adapter_config or {}
+    alpha = cfg.get("lora_alpha", rank)
+    for key, val in (cfg.get("alpha_pattern") or {}).items():
+        if module.endswith(key) or re.search(str(key), module):
+            alpha = val
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
+        alpha = rank
+    return float(alpha) / (math.sqrt(rank) if cfg.get("use_rslora") else rank)
+
+
+def lora_matrix(module: str, a_shape: tuple[int, ...], b_shape: tuple[int, ...], *,
+                options: AnalysisOptions) -> LayerMatrix | Skip:
+    """The layer of one adapted module's ΔW = s·B·A: ``kind = lora``, ``N × M`` of the
+    product, ``num_evals = r`` (ΔW has rank ≤ r: only its r non-zero eigenvalues form the
+    ESD, as weightwatcher's ``peft=True`` truncated SVD). Skip rules as for any matrix."""
+    name = f"{module}.weight"
+    if len(a_shape) != 2 or len(b_shape) != 2 or a_shape[0] != b_shape[1]:
+        raise MatrixError(f"{name}: lora_A {list(a_shape)} and lora_B {list(b_shape)} do not multiply")
+    r, n_in = a_shape
+    out = b_shape[0]
+    N, M = max(out, n_in), min(out, n_in)
+    lm = LayerMatrix(tensor=name, longname=module, kind="lora", shape=(out, n_in), rows=out, cols=n_in,
+                     N=N, M=M, rf=1, Q=N / M, num_evals=min(r, M))
+    if options.layers_include and not re.search(options.layers_include, name):
+        return Skip(tensor=name, longname=module, reason=f"not matched by layers_include {options.layers_include!r}")
+    if lm.num_evals < options.min_evals:
+        return Skip(name, module, f"LoRA rank {r} < min_evals {options.min_evals}", "lora", lm)
+    if lm.N > options.max_N:
+        return Skip(name, module, f"N {lm.N} > max_N {options.max_N}", "lora", lm)
+    return lm
+
+
+#: Names of output heads and input tables that ``tie_word_embeddings`` ties.
+_TIE_HEADS = frozenset({"lm_head.weight", "embed_out.weight", "output.weight"})
+
+
+def is_tie_pair(head: str, table: str, config: Mapping[str, Any] | None) -> bool:
+    """Whether ``head`` (an output projection) may be tied to the input table ``table`` by
+    the model's ``tie_word_embeddings`` (transformers' default is ``True``)."""
+    tie = True if not config else bool(config.get("tie_word_embeddings", True))
+    return tie and head in _TIE_HEADS and _EMBEDDING_NAME.search(longname_of(table).rsplit(".", 1)[-1]) is not None

@@ -39,6 +39,8 @@ __all__ = [
     "resolve_device",
     "check_matrix",
     "eigenvalues",
+    "lora_singular_values",
+    "lora_spectrum",
     "layer_metrics",
     "norm",
     "log_norm",
@@ -182,6 +184,52 @@ def eigenvalues(
         rank_loss=int(sv.shape[1] * sv.shape[0] - ranks.sum()),
         device=str(dev),
     )
+
+
+def lora_singular_values(A: torch.Tensor, B: torch.Tensor, scale: float = 1.0) -> np.ndarray:
+    """The singular values of ``ΔW = scale · B · A`` from the rank-r factors, without forming
+    the ``out × in`` product (weightwatcher ``peft=True`` forms it and runs a truncated SVD).
+
+    ``B = Q_B R_B`` and ``Aᵀ = Q_A R_A`` (reduced QR, float64), so
+    ``B·A = Q_B (R_B R_Aᵀ) Q_Aᵀ`` with orthonormal ``Q``'s: the singular values of ``ΔW`` are
+    those of the ``r × r`` matrix ``scale · R_B R_Aᵀ``. Cost ``O((out + in)·r²)``.
+
+    Args:
+        A: ``(r, in)`` — PEFT's ``lora_A.weight``.
+        B: ``(out, r)`` — PEFT's ``lora_B.weight``.
+
+    Returns:
+        ``min(r, out, in)`` singular values, descending, float64.
+    """
+    A64 = A.to(torch.float64)
+    B64 = B.to(torch.float64)
+    if A64.dim() != 2 or B64.dim() != 2 or A64.shape[0] != B64.shape[1]:
+        raise MatrixError(f"LoRA factors A {list(A.shape)} and B {list(B.shape)} do not multiply")
+    check_matrix(A64, "lora_A")
+    check_matrix(B64, "lora_B")
+    with torch.no_grad():
+        _, r_b = torch.linalg.qr(B64, mode="reduced")          # (k_b, r)
+        _, r_a = torch.linalg.qr(A64.mT, mode="reduced")       # (k_a, r)
+        core = (r_b @ r_a.mT) * float(scale)                    # (k_b, k_a)
+        sv = torch.linalg.svdvals(core)
+    return sv.numpy()
+
+
+def lora_spectrum(A: torch.Tensor, B: torch.Tensor, lm: LayerMatrix, *, scale: float = 1.0,
+                  convention: Literal["ww", "seed"] = "ww") -> Spectrum:
+    """The ESD of a LoRA layer (``lm.kind == "lora"``): the ``r`` non-zero eigenvalues of
+    ``ΔWᵀΔW`` (``σ²``; ``σ²/N`` for ``seed``) from :func:`lora_singular_values`."""
+    sv = lora_singular_values(A, B, scale)[: lm.num_evals]
+    if convention == "seed":
+        sv = sv / math.sqrt(lm.N)
+    elif convention != "ww":
+        raise ValueError(f"convention must be 'ww' or 'seed', not {convention!r}")
+    if not np.any(sv > 0):
+        raise MatrixError(f"{lm.tensor}: ΔW = s·B·A is zero (an untrained adapter: lora_B is all zeros?)")
+    eps = np.finfo(np.float64).eps
+    rank = int(np.count_nonzero(sv > sv.max() * lm.N * eps))
+    return Spectrum(evals=np.sort(sv * sv), N=lm.N, sv_max=float(sv.max()), sv_min=float(sv.min()),
+                    rank_loss=int(sv.size - rank), device="cpu")
 
 
 # --- one function per formula (METHOD.md §3; weightwatcher names) -------------------------

@@ -12,20 +12,31 @@ Folder rules, first match wins; the safetensors group is tried before the pickle
 3. every other ``*.index.json`` of that format;
 4. every file of that format, by name (Trainer side files such as ``training_args.bin``,
    ``optimizer.pt``, ``rng_state.pth`` are not weights and are left out).
+
+After both groups, a folder of GGUF files (llama.cpp) is read through ONE quantisation
+level, the most preferred (``readers.gguf.GGUF_TYPE_PREFERENCE``: full precision, then
+the finest quantisation), all of its shards.
+
+Quantised safetensors (GPTQ, AWQ, bitsandbytes, MLX, FP8 with scales, compressed-tensors,
+MXFP4) come out as one logical float tensor per module weight (``readers.quant``), with
+the folder's ``config.json`` supplying bits and group sizes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ..errors import MalformedCheckpoint, NotFound, UnsafeCheckpoint
 from ..refs import TensorRef
+from .gguf import choose_gguf_files, read_gguf
 from .index import merge_file_refs, read_index, read_sharded
+from .quant import group_tensors
 from .safetensors import MAX_HEADER_BYTES, read_safetensors
 from .torchpickle import read_torch_pickle
 
@@ -39,11 +50,14 @@ __all__ = [
     "checkpoint_files",
     "read_checkpoint",
     "read_file",
+    "folder_config",
+    "GGUF_SUFFIXES",
 ]
 
-Format = Literal["safetensors", "pickle"]
+Format = Literal["safetensors", "pickle", "gguf"]
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
+GGUF_SUFFIXES = (".gguf",)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 _NON_WEIGHTS = re.compile(
     r"^(training_args\.bin|optimizer\.(pt|bin)|scheduler\.(pt|bin)|scaler\.pt"
@@ -78,13 +92,17 @@ def file_format(path: str | os.PathLike[str]) -> Format:
         return "safetensors"
     if suffix in PICKLE_SUFFIXES:
         return "pickle"
+    if suffix in GGUF_SUFFIXES:
+        return "gguf"
     with open(path, "rb") as f:
         head = f.read(9)
+    if head[:4] == b"GGUF":
+        return "gguf"
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         return "pickle"
     if len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= MAX_HEADER_BYTES:
         return "safetensors"
-    raise MalformedCheckpoint(f"{path}: not a safetensors file or a torch checkpoint")
+    raise MalformedCheckpoint(f"{path}: not a safetensors, GGUF or torch checkpoint file")
 
 
 def _is_index(path: Path) -> bool:
@@ -142,8 +160,11 @@ def checkpoint_layout(path: str | os.PathLike[str]) -> CheckpointLayout:
             layout = _folder_group(path, fmt, names)  # type: ignore[arg-type]
             if layout is not None:
                 return layout
+        ggufs = choose_gguf_files([n for n in names if (path / n).is_file()])
+        if ggufs:
+            return CheckpointLayout(tuple(path / n for n in ggufs), (), "gguf")
         raise NotFound(
-            f"{path}: no weight files (*.safetensors, *.bin, *.pt, *.pth or a shard index)"
+            f"{path}: no weight files (*.safetensors, *.bin, *.pt, *.pth, *.gguf or a shard index)"
         )
     if not path.is_file():
         raise NotFound(f"{path}: no such file or folder")
@@ -167,6 +188,8 @@ def read_file(path: Path, *, allow_pickle: bool = True,
     fmt = file_format(path)
     if fmt == "safetensors":
         return read_safetensors(path, notes=notes)
+    if fmt == "gguf":
+        return read_gguf(path, notes=notes)
     if not allow_pickle:
         raise UnsafeCheckpoint(
             f"{path}: pickle checkpoints are disabled (allow_pickle=False); "
@@ -176,20 +199,27 @@ def read_file(path: Path, *, allow_pickle: bool = True,
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = True,
-                    notes: list[str] | None = None) -> Iterator[TensorRef]:
+                    notes: list[str] | None = None, config: Mapping[str, Any] | None = None,
+                    dequantize: bool = True) -> Iterator[TensorRef]:
     """Every tensor of a checkpoint, one ``TensorRef`` at a time; nothing loaded yet.
 
-    ``path`` is a ``.safetensors`` file, a ``.bin``/``.pt``/``.pth`` torch file, a shard
-    index (``*.index.json``), or a folder (see the module docstring for which files count).
-    Every file's header (or restricted unpickling, for torch files) is validated *in this
-    call*, so a bad checkpoint raises before anything is yielded; a ref's ``load()`` then
-    reads just that tensor, in its stored dtype.
+    ``path`` is a ``.safetensors`` file, a ``.bin``/``.pt``/``.pth`` torch file, a ``.gguf``
+    file, a shard index (``*.index.json``), or a folder (see the module docstring for which
+    files count). Every file's header (or restricted unpickling, for torch files) is
+    validated *in this call*, so a bad checkpoint raises before anything is yielded; a ref's
+    ``load()`` then reads just that tensor, in its stored dtype — except quantised weights,
+    which come out as one logical float32 tensor per module (``TensorRef.quant`` says how
+    they were stored) whose ``load()`` dequantises, and GGUF tensors, always float32.
 
     Args:
         allow_pickle: read ``.bin/.pt/.pth`` files (always through
             ``torch.load(weights_only=True)``); ``False`` refuses them outright.
         notes: a list that receives non-fatal findings (wrappers unwrapped, non-tensor
             entries ignored, gaps in a safetensors data section).
+        config: the model's ``config.json`` (quantisation facts); read from the folder
+            (or the file's folder) when not given.
+        dequantize: group quantised tensors into logical float tensors (``False``: the
+            stored tensors as they are, packed codes and companions).
 
     Raises:
         MalformedCheckpoint: a header, index or pickle that is inconsistent or unreadable.
@@ -209,7 +239,26 @@ def read_checkpoint(path: str | os.PathLike[str], *, allow_pickle: bool = True,
             refs = list(read_sharded(
                 idx, lambda p: read_file(p, allow_pickle=allow_pickle, notes=notes), notes=notes))
             per_index.append((idx, refs))
-        return iter(merge_file_refs(per_index))
-    per_file = [(p, list(read_file(p, allow_pickle=allow_pickle, notes=notes)))
-                for p in layout.files]
-    return iter(merge_file_refs(per_file))
+        merged = merge_file_refs(per_index)
+    else:
+        per_file = [(p, list(read_file(p, allow_pickle=allow_pickle, notes=notes)))
+                    for p in layout.files]
+        merged = merge_file_refs(per_file)
+    if not dequantize or layout.format == "gguf":
+        return iter(merged)
+    if config is None:
+        config = folder_config(Path(path))
+    return group_tensors(merged, config)
+
+
+def folder_config(path: Path) -> dict[str, Any] | None:
+    """The ``config.json`` beside a checkpoint (a folder's, or a file's folder's), if valid."""
+    root = path if path.is_dir() else path.parent
+    cfg = root / "config.json"
+    if not cfg.is_file() or cfg.stat().st_size > 16 << 20:
+        return None
+    try:
+        obj = json.loads(cfg.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return obj if isinstance(obj, dict) else None

@@ -53,6 +53,7 @@ from ..errors import (
     TransientFetchError,
 )
 from ..refs import TensorRef
+from .quant import Assembler, plan_groups
 from .safetensors import (
     PREFIX_BYTES,
     SafetensorsEntry,
@@ -64,6 +65,7 @@ __all__ = [
     "RemoteFile",
     "RemoteHeader",
     "stream_safetensors",
+    "stream_gguf",
     "fetch_header",
     "download_file",
     "HEADER_PREFETCH",
@@ -411,8 +413,14 @@ def stream_safetensors(
     headers: Mapping[str, str] | None = None,
     stats: Any = None,
     verify: bool = True,
+    config: Mapping[str, Any] | None = None,
+    dequantize: bool = True,
 ) -> Iterator[TensorRef]:
     """Yield a remote safetensors file's tensors as their bytes arrive (see module doc).
+
+    Quantised weight groups (``readers.quant``) are assembled from the same stream: a
+    group's parts are held as they arrive and its one logical float tensor is yielded when
+    the last part has come (``dequantize=False``: the stored tensors as they are).
 
     Args:
         rf: the file (URL, expected size and sha256 where known).
@@ -421,6 +429,7 @@ def stream_safetensors(
         headers: request headers; default: the Hub's (``HF_TOKEN`` auth, user agent).
         stats: a ``FetchStats`` to count requests and bytes into.
         verify: check the sha256 (when the hub published one) at the end of the file.
+        config: the model's ``config.json`` (quantisation bits, group sizes).
 
     Raises:
         MalformedCheckpoint: bad header (before anything is yielded).
@@ -437,14 +446,23 @@ def stream_safetensors(
         n, entries, _ = _read_header(body, rf, hasher)
         data_start = PREFIX_BYTES + n
         pos = data_start
+        plans = plan_groups(((e.name, e.shape, e.dtype) for e in entries), config) if dequantize else []
+        asm = Assembler(plans) if plans else None
         for e in entries:
             gap = data_start + e.begin - pos
             if gap:
                 _skip_span(body, gap, hasher)
             raw = _read_span(body, e.nbytes, hasher)
             pos = data_start + e.end
-            yield _ref(rf, e, data_start, raw)
+            ref = _ref(rf, e, data_start, raw)
             del raw
+            if asm is None:
+                yield ref
+            else:
+                yield from asm.feed(ref)
+            del ref
+        if asm is not None:
+            yield from asm.close()
         if body.size is not None and body.size > pos:
             _skip_span(body, body.size - pos, hasher)
             pos = body.size
@@ -460,6 +478,84 @@ def stream_safetensors(
                 stats.bump("files_verified")
     finally:
         body.close()
+
+
+def stream_gguf(
+    rf: RemoteFile,
+    *,
+    client: httpx2.Client | None = None,
+    headers: Mapping[str, str] | None = None,
+    stats: Any = None,
+    verify: bool = True,
+    map_names: bool = True,
+) -> Iterator[TensorRef]:
+    """Yield a remote GGUF file's tensors as their bytes arrive: ONE streaming GET, the
+    header parsed from the first bytes of the body by the same pure parser as local files
+    (``readers.gguf.parse_gguf_header``), each tensor's bytes held until it is yielded and
+    dequantised by its ``load()``. Same integrity contract as :func:`stream_safetensors`.
+    """
+    from .gguf import gguf_refs, parse_gguf_header
+
+    body = _Body(rf, client=_client(client), headers=_default_headers(headers), stats=stats)
+    try:
+        expected_sha = body.sha256 if verify else None
+        hasher = hashlib.sha256() if expected_sha else None
+
+        def read(k: int) -> bytes:
+            buf = bytearray(k)
+            body.readinto(memoryview(buf))
+            if hasher is not None:
+                hasher.update(buf)
+            return bytes(buf)
+
+        try:
+            header = parse_gguf_header(read, file_size=body.size)
+        except MalformedCheckpoint as exc:
+            raise MalformedCheckpoint(f"{rf.path}: {exc}") from None
+        pos = body.pos
+        loaders: dict[str, _GGUFLoad] = {}
+        refs = gguf_refs(header, rf.path, lambda info: loaders.setdefault(info.name, _GGUFLoad(info)),
+                         map_names=map_names)
+        for ref, info in zip(refs, header.tensors):
+            start = header.data_start + info.offset
+            if start > pos:
+                _skip_span(body, start - pos, hasher)
+                pos = start
+            if info.nbytes is not None:
+                # the ref owns its bytes from here on (a read-ahead consumer may hold it)
+                loaders.pop(info.name).raw = _read_span(body, info.nbytes, hasher)
+                pos = start + info.nbytes
+            yield ref
+            del ref
+        if body.size is not None and body.size > pos:
+            _skip_span(body, body.size - pos, hasher)
+            pos = body.size
+        if not body.at_end():
+            raise IntegrityError(f"{rf.path}: the server sent more than the {pos} bytes the file has")
+        if hasher is not None:
+            got = hasher.hexdigest()
+            if got != expected_sha:
+                raise IntegrityError(f"{rf.path}: sha256 {got} differs from the hub's {expected_sha}; "
+                                     "discard every result derived from this file")
+            if stats is not None:
+                stats.bump("files_verified")
+    finally:
+        body.close()
+
+
+class _GGUFLoad:
+    """``load()`` of a streamed GGUF tensor: it owns the tensor's raw bytes (they arrived in
+    the stream) and dequantises them when called (picklable: the bytes travel with it)."""
+
+    def __init__(self, info: Any) -> None:
+        self.info = info
+        self.raw: torch.Tensor | None = None
+
+    def __call__(self) -> torch.Tensor:
+        from .gguf import dequantize_gguf
+
+        raw = self.raw if self.raw is not None else torch.zeros(0, dtype=torch.uint8)
+        return dequantize_gguf(raw, self.info)
 
 
 def fetch_header(

@@ -18,6 +18,7 @@ __all__ = [
     "FetchStats",
     "ModelSource",
     "SAFETENSORS_SUFFIX",
+    "GGUF_SUFFIX",
     "PICKLE_SUFFIXES",
     "is_weight_file",
     "select_weight_files",
@@ -26,6 +27,7 @@ __all__ = [
 
 SAFETENSORS_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
+GGUF_SUFFIX = ".gguf"
 
 
 @runtime_checkable
@@ -54,34 +56,43 @@ _NOT_MODEL = ("optimizer", "scheduler", "training_args", "rng_state", "scaler")
 
 
 def is_weight_file(path: str, *, allow_bin: bool = True) -> bool:
-    """Whether a repo path is a weight file hubscan reads (safetensors, or pickles if allowed)."""
+    """Whether a repo path is a weight file hubscan reads (safetensors, GGUF, or pickles if
+    allowed). PEFT adapters (``adapter_model.safetensors``/``.bin``) are weight files."""
     name = path.rsplit("/", 1)[-1].lower()
     if any(name.startswith(p) for p in _NOT_MODEL):
         return False
-    if name.endswith(SAFETENSORS_SUFFIX):
+    if name.endswith((SAFETENSORS_SUFFIX, GGUF_SUFFIX)):
         return True
     return allow_bin and name.endswith(PICKLE_SUFFIXES)
 
 
-def select_weight_files(paths: Iterable[str], *, allow_bin: bool = True) -> list[str]:
+def select_weight_files(paths: Iterable[str], *, allow_bin: bool = True, gguf: str = "preferred") -> list[str]:
     """The weight files of one repo listing, in reading order.
 
     Why a rule and not "every weight file": repos often ship the same weights twice
     (``model.safetensors`` and ``pytorch_model.bin``; shards and a consolidated copy in a
-    sub-folder; ONNX exports). Reading both doubles the bytes for no new information. So:
-    top-level safetensors if any; else top-level pickles (when allowed); else the same rule
-    one folder down (diffusers layouts put each component in its own folder).
+    sub-folder; ONNX exports; one GGUF file per quantisation level). Reading both doubles
+    the bytes for no new information. So: top-level safetensors if any; else top-level
+    pickles (when allowed); else top-level GGUF files — the files of ONE quantisation level,
+    the most preferred of ``readers.gguf.GGUF_TYPE_PREFERENCE`` (full precision, then the
+    finest quantisation), or every level with ``gguf="all"``; else the same rule one folder
+    down (diffusers layouts put each component in its own folder).
     """
+    from ..readers.gguf import choose_gguf_files
+
     paths = sorted(set(paths))
     top = [p for p in paths if "/" not in p]
     for group in (top, [p for p in paths if p.count("/") == 1]):
-        st = [p for p in group if is_weight_file(p, allow_bin=False)]
+        st = [p for p in group if is_weight_file(p, allow_bin=False) and not p.lower().endswith(GGUF_SUFFIX)]
         if st:
             return st
         if allow_bin:
-            pk = [p for p in group if is_weight_file(p, allow_bin=True)]
+            pk = [p for p in group if p.lower().endswith(PICKLE_SUFFIXES) and is_weight_file(p, allow_bin=True)]
             if pk:
                 return pk
+        gg = choose_gguf_files([p for p in group if is_weight_file(p)], all_levels=gguf == "all")
+        if gg:
+            return gg
     return []
 
 

@@ -41,12 +41,12 @@ from ..net.http import (
     tracking,
 )
 from ..refs import ModelRef, TensorRef, WeightFile
-from .base import SAFETENSORS_SUFFIX, FetchStats, matches_files, select_weight_files
+from .base import GGUF_SUFFIX, SAFETENSORS_SUFFIX, FetchStats, matches_files, select_weight_files
 
-__all__ = ["HfSource", "LIST_EXPAND", "parse_hf_uri", "resolve_url", "estimate_bytes"]
+__all__ = ["HfSource", "LIST_EXPAND", "parse_hf_uri", "resolve_url", "estimate_bytes", "listing_quantization"]
 
 #: What one listing page carries per model (no per-model call needed afterwards).
-LIST_EXPAND = ["sha", "siblings", "safetensors", "config", "downloads", "likes", "tags", "library_name",
+LIST_EXPAND = ["sha", "siblings", "safetensors", "gguf", "config", "downloads", "likes", "tags", "library_name",
                "pipeline_tag", "gated", "lastModified", "private"]
 
 _DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
@@ -141,19 +141,27 @@ class HfSource:
         allow_bin: bool = True,
         file_metadata: Literal["none", "paths-info"] = "none",
         include_empty: bool = False,
+        formats: Sequence[str] = (),
+        quantization: Sequence[str] = (),
+        gguf: Literal["preferred", "all"] = "preferred",
         stats: FetchStats | None = None,
     ) -> Iterator[ModelRef]:
         """Models matching the filters, as ``ModelRef``s pinned to their current commit.
 
         Server-side filters: author, search, library, pipeline_tag, tags, min/max_params,
         gated, sort (descending). Client-side: min/max_bytes (on the listing's byte
-        estimate, or exact sizes with ``file_metadata="paths-info"``), and repos without a
-        weight file hubscan reads are skipped unless ``include_empty``.
+        estimate, or exact sizes with ``file_metadata="paths-info"``), ``formats`` (weight file
+        formats: ``safetensors``, ``pytorch``, ``gguf``) and ``quantization`` (``none``, ``gptq``,
+        ``awq``, ``bnb-nf4``, ``mlx``, ``fp8``, ``gguf:Q4_K_M`` …; a trailing ``*`` matches a
+        prefix, ``gguf:*``), and repos without a weight file hubscan reads are skipped unless
+        ``include_empty``. ``gguf = "all"`` analyses every quantisation level of a GGUF repo
+        instead of the preferred one.
 
         Cost: ``ceil(N / page)`` ``api`` calls, +1 per model with ``file_metadata="paths-info"``.
         """
         filters = list(tags) + ([library] if library else [])
-        client_side = min_bytes is not None or max_bytes is not None or not include_empty
+        client_side = (min_bytes is not None or max_bytes is not None or not include_empty
+                       or bool(formats) or bool(quantization))
         api = self.api()
         it = self._call(
             "list_models", stats, api.list_models,
@@ -161,7 +169,12 @@ class HfSource:
             num_parameters=_num_params_filter(min_params, max_params), gated=gated, sort=sort,
             limit=None if client_side else limit, expand=LIST_EXPAND,
         )
-        out = (self._from_info(info, allow_bin=allow_bin) for info in self._pages(it, stats))
+        out = (self._from_info(info, allow_bin=allow_bin, gguf=gguf) for info in self._pages(it, stats))
+        if formats:
+            want = {f.lower() for f in formats}
+            out = (r for r in out if want & set(r.meta.get("formats") or ()))
+        if quantization:
+            out = (r for r in out if _quant_matches(r.meta.get("quantization"), quantization))
         if file_metadata == "paths-info":
             out = (self._with_file_metadata(r, stats) for r in out)
         if not include_empty:
@@ -199,11 +212,11 @@ class HfSource:
         refs = HfCacheSource().resolve(f"hf-cache://{repo_id}" + (f"@{rev}" if rev else ""), allow_bin=allow_bin)
         return refs[0] if refs else None
 
-    def _from_info(self, info: Any, *, allow_bin: bool) -> ModelRef:
+    def _from_info(self, info: Any, *, allow_bin: bool, gguf: str = "preferred") -> ModelRef:
         if not info.sha:
             raise SourceError(f"{info.id}: the hub returned no commit sha")
         sibs = {s.rfilename: s for s in (info.siblings or [])}
-        paths = select_weight_files(sibs, allow_bin=allow_bin)
+        paths = select_weight_files(sibs, allow_bin=allow_bin, gguf=gguf)
         files = tuple(
             WeightFile(
                 path=p,
@@ -217,6 +230,10 @@ class HfSource:
         archs = (config or {}).get("architectures") or []
         st = info.safetensors
         meta: dict[str, Any] = {
+            "adapter": "adapter_config.json" in sibs or None,
+            "formats": sorted({_format_of(p) for p in paths}) or None,
+            "quantization": listing_quantization(info.config if isinstance(info.config, dict) else None, paths),
+            "gguf": getattr(info, "gguf", None) or None,
             "pipeline_tag": info.pipeline_tag,
             "gated": info.gated or False,
             "private": info.private,
@@ -225,10 +242,15 @@ class HfSource:
             "est_bytes": estimate_bytes(dict(st.parameters) if st else None),
             "n_repo_files": len(sibs),
         }
+        gg = meta["gguf"] if isinstance(meta["gguf"], dict) else {}
+        params = st.total if st else (gg.get("total") if isinstance(gg.get("total"), int) else None)
+        if meta["est_bytes"] is None and params and str(meta["quantization"]).startswith("gguf:"):
+            meta["est_bytes"] = _gguf_bytes(params, meta["quantization"])
+        arch = archs[0] if archs else (gg.get("architecture") if isinstance(gg.get("architecture"), str) else None)
         return ModelRef(
             source="hf", repo_id=info.id, revision=info.sha, files=files,
-            arch=archs[0] if archs else None, model_type=(config or {}).get("model_type"),
-            library=info.library_name, params=st.total if st else None, downloads=info.downloads,
+            arch=arch, model_type=(config or {}).get("model_type"),
+            library=info.library_name, params=params, downloads=info.downloads,
             likes=info.likes, tags=tuple(info.tags or ()), gated=bool(info.gated), meta=meta, config=config,
         )
 
@@ -262,7 +284,7 @@ class HfSource:
     ) -> Iterator[TensorRef]:
         """Every tensor of every weight file, in file order (see ``readers.stream`` for the
         integrity contract: ``IntegrityError`` after a bad file's last tensor)."""
-        from ..readers.stream import RemoteFile, download_file, stream_safetensors
+        from ..readers.stream import RemoteFile, download_file, stream_gguf, stream_safetensors
 
         for wf in ref.files:
             if not matches_files(wf.path, files):
@@ -271,14 +293,17 @@ class HfSource:
             if local is not None:
                 if stats is not None:
                     stats.bump("cache_hits")
-                yield from _read_local(local, wf.path, allow_bin=allow_bin)
+                yield from _read_local(local, wf.path, allow_bin=allow_bin, config=ref.config)
                 continue
             if is_offline():
                 raise NotFound(f"{ref.uri}: {wf.path} is not in the HF cache and HF_HUB_OFFLINE is set")
             rf = RemoteFile(url=wf.url or resolve_url(ref.repo_id, ref.revision, wf.path, endpoint=self.endpoint),
                             path=wf.path, size=wf.size, sha256=wf.sha256, revision=ref.revision)
             if wf.path.endswith(SAFETENSORS_SUFFIX):
-                yield from stream_safetensors(rf, stats=stats)
+                yield from stream_safetensors(rf, stats=stats, config=ref.config)
+                continue
+            if wf.path.lower().endswith(GGUF_SUFFIX):
+                yield from stream_gguf(rf, stats=stats)
                 continue
             if not allow_bin:
                 raise UnsafeCheckpoint(f"{ref.uri}: {wf.path} is a pickle; pickles are disabled (allow_bin=False)")
@@ -287,9 +312,30 @@ class HfSource:
                 stats.notes.append(f"{wf.path}: pickle downloaded whole ({tmp.stat().st_size} bytes) and read "
                                    "with torch.load(weights_only=True)")
             try:
-                yield from _read_local(tmp, wf.path, allow_bin=True)
+                yield from _read_local(tmp, wf.path, allow_bin=True, config=ref.config)
             finally:
                 tmp.unlink(missing_ok=True)
+
+    def adapter_config(self, ref: ModelRef, *, stats: FetchStats | None = None) -> dict[str, Any] | None:
+        """The repo's PEFT ``adapter_config.json`` (LoRA scale, base model), when it has one:
+        one ``resolve`` request (a cached copy costs none)."""
+        from ..readers.adapter import ADAPTER_CONFIG, parse_adapter_config, read_adapter_config
+
+        if not (ref.meta or {}).get("adapter"):
+            return None
+        local = self._local_copy(ref, WeightFile(ADAPTER_CONFIG))
+        if local is not None:
+            return read_adapter_config(local.parent) if local.name == ADAPTER_CONFIG else \
+                parse_adapter_config(local.read_bytes())
+        if is_offline():
+            return None
+        url = resolve_url(ref.repo_id, ref.revision, ADAPTER_CONFIG, endpoint=self.endpoint)
+        from ..net.http import hub_headers, raise_for_hub_status
+
+        with tracking(stats):
+            resp = session().get(url, headers=hub_headers(), follow_redirects=True)
+        raise_for_hub_status(resp, what=f"GET {ADAPTER_CONFIG}")
+        return parse_adapter_config(resp.content)
 
     def _local_copy(self, ref: ModelRef, wf: WeightFile) -> Path | None:
         if ref.location:
@@ -305,12 +351,58 @@ class HfSource:
         return None
 
 
-def _read_local(path: Path, name: str, *, allow_bin: bool) -> Iterator[TensorRef]:
+def _read_local(path: Path, name: str, *, allow_bin: bool, config: dict | None = None) -> Iterator[TensorRef]:
     """A local weight file's tensors, named by their repo path (``TensorRef.file == WeightFile.path``)."""
     from ..readers import read_checkpoint
 
-    for t in read_checkpoint(path, allow_pickle=allow_bin):
+    for t in read_checkpoint(path, allow_pickle=allow_bin, config=config):
         yield dataclasses.replace(t, file=name)
+
+
+def listing_quantization(config: dict | None, paths: Sequence[str]) -> str:
+    """How a listed repo's weights are stored, from its ``config.json`` and file names:
+    ``gguf:<LEVEL>`` (the level(s) chosen), a ``quant_method`` (``bitsandbytes`` refined to
+    ``bnb-nf4``/``bnb-int8``, an MLX ``quantization`` block → ``mlx``), else ``none``."""
+    from ..readers.gguf import gguf_level
+
+    levels = sorted({gguf_level(p) or "?" for p in paths if p.lower().endswith(GGUF_SUFFIX)})
+    if levels:
+        return ",".join(f"gguf:{lv}" for lv in levels)
+    qc = (config or {}).get("quantization_config")
+    if isinstance(qc, dict) and qc.get("quant_method"):
+        method = str(qc["quant_method"]).lower()
+        if method == "bitsandbytes":
+            return "bnb-int8" if qc.get("load_in_8bit") else f"bnb-{qc.get('bnb_4bit_quant_type') or 'nf4'}"
+        if method == "fp8" and qc.get("weight_block_size"):
+            return "fp8-block"
+        return method
+    if isinstance((config or {}).get("quantization"), dict):
+        return "mlx"
+    return "none"
+
+
+def _gguf_bytes(params: int, quantization: str) -> int | None:
+    """Bytes of a GGUF repo's chosen level(s) from its parameter count (the ``gguf`` expand)
+    and the level's bits per weight (``Q4_K_M`` → 4 …; block scales not counted)."""
+    from ..readers.gguf import level_bits
+
+    bits = [level_bits(q.removeprefix("gguf:")) for q in quantization.split(",")]
+    known = [b for b in bits if b]
+    return int(params * sum(known) / 8) if known else None
+
+
+def _quant_matches(value: str | None, wanted: Sequence[str]) -> bool:
+    have = (value or "none").lower().split(",")
+    for w in wanted:
+        w = w.lower()
+        if any(h == w or (w.endswith("*") and h.startswith(w[:-1])) for h in have):
+            return True
+    return False
+
+
+def _format_of(path: str) -> str:
+    p = path.lower()
+    return "gguf" if p.endswith(GGUF_SUFFIX) else "safetensors" if p.endswith(SAFETENSORS_SUFFIX) else "pytorch"
 
 
 def _bytes_of(ref: ModelRef) -> int | None:

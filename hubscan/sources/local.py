@@ -209,9 +209,16 @@ class LocalSource:
                 stem = path.name.removesuffix(".index.json")
                 stem = stem.rsplit(".", 1)[0] if "." in stem else stem
                 name = folder.name if stem in _GENERIC_STEMS or stem.startswith("model-") else stem
+        from ..readers.adapter import read_adapter_config
+
+        meta: dict[str, Any] = {"path": str(path)}
+        adapter = read_adapter_config(folder)
+        if adapter is not None:
+            meta["adapter_config"] = adapter
+            meta["base_model"] = adapter.get("base_model_name_or_path")
         return ModelRef(
             source="local", repo_id=name, revision=content_revision(hashes), files=files,
-            params=_safetensors_params(paths), location=str(folder), meta={"path": str(path)},
+            params=_safetensors_params(paths), location=str(folder), meta=meta,
             **_arch_fields(_read_config(folder)),
         )
 

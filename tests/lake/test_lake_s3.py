@@ -117,4 +117,4 @@ def test_s3_endpoint_from_environment(s3, monkeypatch):
     lake.write(synthetic_result(repo_id="org/x", n_layers=2))
     assert lake.done_model_keys() == {synthetic_result(repo_id="org/x").model_key}
     script = lake.sql_script()
-    assert "s3://hub/lakes/env/layers/**/*.v1.parquet" in script and "httpfs" in script
+    assert "s3://hub/lakes/env/layers/**/*.v2.parquet" in script and "httpfs" in script

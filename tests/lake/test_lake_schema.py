@@ -33,7 +33,8 @@ def test_registry_has_every_table_with_docs_and_version():
     layers = reg["layers"]
     assert layers.key == ("file_sha256", "tensor", "analysis_version")
     assert layers.arrow.metadata[META_TABLE.encode()] == b"layers"
-    assert layers.arrow.metadata[META_VERSION.encode()] == b"1"
+    assert layers.arrow.metadata[META_VERSION.encode()] == str(layers.version).encode()
+    assert reg.versions("layers") == list(range(1, layers.version + 1))
     alpha = layers.arrow.field("alpha")
     assert alpha.type == pa.float64() and alpha.nullable
     assert alpha.metadata[b"doc"]
@@ -115,41 +116,48 @@ def test_every_written_file_has_the_registry_schema(tmp_path):
     assert lake.check().ok
 
 
-def _registry_with_v2(tmp_path):
+def _copy_registry(tmp_path, *, drop: tuple[str, ...] = ()):
     src = resources.files("hubscan.schemas")
     d = tmp_path / "schemas"
     d.mkdir()
     for entry in src.iterdir():
-        if entry.name.endswith(".json"):
+        if entry.name.endswith(".json") and entry.name not in drop:
             (d / entry.name).write_text(entry.read_text())
-    spec = json.loads((d / "layers.v1.json").read_text())
-    spec["version"] = 2
+    return d
+
+
+def _registry_with_next(tmp_path):
+    """The default registry plus a next ``layers`` version that adds one column."""
+    d = _copy_registry(tmp_path)
+    cur = default_registry()["layers"].version
+    spec = json.loads((d / f"layers.v{cur}.json").read_text())
+    spec["version"] = cur + 1
     spec["fields"].insert(-1, {"name": "localization_ratio", "type": "float64", "nullable": True,
-                               "doc": "‖v‖₁/‖v‖∞ of the top eigenvector (added in v2)"})
-    (d / "layers.v2.json").write_text(json.dumps(spec))
-    return load_registry(d), d
+                               "doc": "‖v‖₁/‖v‖∞ of the top eigenvector (added in the next version)"})
+    (d / f"layers.v{cur + 1}.json").write_text(json.dumps(spec))
+    return load_registry(d), d, cur + 1
 
 
-def test_schema_evolution_v2_adds_a_column_old_files_stay_readable(tmp_path):
-    reg2, _ = _registry_with_v2(tmp_path)
-    assert reg2.versions("layers") == [1, 2] and reg2["layers"].version == 2
+def test_schema_evolution_adds_a_column_old_files_stay_readable(tmp_path):
+    reg2, _, nxt = _registry_with_next(tmp_path)
+    assert reg2.versions("layers") == list(range(1, nxt + 1)) and reg2["layers"].version == nxt
     root = tmp_path / "lake"
-    old = Lake(root, fsync=False)  # writes v1 files
+    old = Lake(root, fsync=False)  # writes files of the current version
     old.write(synthetic_result(repo_id="org/old", n_layers=4))
     new = Lake(root, registry=reg2, fsync=False)
     r = synthetic_result(repo_id="org/new", n_layers=4, seed=1)
     for row in r.layers:
         row["localization_ratio"] = 1.5
     new.write(r)
-    # The v2 reader sees both: NULL for the old rows, the value for the new ones.
+    # The new reader sees both: NULL for the old rows, the value for the new ones.
     t = new.query("SELECT repo_id, localization_ratio FROM layers ORDER BY repo_id, tensor").to_pylist()
     assert {(x["repo_id"], x["localization_ratio"]) for x in t} == {("org/new", 1.5), ("org/old", None)}
     assert len(t) == 8
-    # The v1 reader still reads the lake (the extra column is simply not in its views).
+    # The old reader still reads the lake (the extra column is simply not in its views).
     assert old.query("SELECT count(*) AS n FROM layers").column("n")[0].as_py() == 8
     # check validates each file against the version it was written with.
     assert new.check().ok
-    # A v2 lake with only v1 files still has the v2 column (typed empty relation).
+    # A new lake with only old files still has the new column (typed empty relation).
     only_old = Lake(tmp_path / "lake_old", registry=reg2, fsync=False)
     Lake(tmp_path / "lake_old", fsync=False).write(synthetic_result(repo_id="org/x", n_layers=2))
     cols = only_old.query("SELECT * FROM layers LIMIT 0").column_names
@@ -157,22 +165,41 @@ def test_schema_evolution_v2_adds_a_column_old_files_stay_readable(tmp_path):
     # compaction rewrites old files to the current version
     new.compact()
     for p in (root / "layers").rglob("*.parquet"):
-        assert pq.read_schema(p).metadata[META_VERSION.encode()] == b"2"
+        assert pq.read_schema(p).metadata[META_VERSION.encode()] == str(nxt).encode()
     assert new.query("SELECT count(*) FILTER (WHERE localization_ratio = 1.5) AS n FROM layers"
                      ).column("n")[0].as_py() == 4
 
 
+def test_a_lake_with_v1_and_v2_layer_files_reads_both(tmp_path):
+    """Issue 13: layers v2 adds how weights were stored; lakes written before stay readable."""
+    reg1 = load_registry(_copy_registry(tmp_path, drop=("layers.v2.json",)))
+    assert reg1["layers"].version == 1 and default_registry()["layers"].version >= 2
+    root = tmp_path / "lake"
+    Lake(root, registry=reg1, fsync=False).write(synthetic_result(repo_id="org/v1", n_layers=3))
+    r = synthetic_result(repo_id="org/v2", n_layers=3, seed=1)
+    for row in r.layers:
+        row.update(source_format="gguf", quant_method="gguf:Q4_K", bits=4)
+    lake = Lake(root, fsync=False)
+    lake.write(r)
+    versions = sorted(p.name.rsplit(".", 2)[-2] for p in (root / "layers").rglob("*.parquet"))
+    assert versions == ["v1", "v2"]
+    rows = lake.query("SELECT repo_id, quant_method, bits FROM layers ORDER BY repo_id").to_pylist()
+    assert {(x["repo_id"], x["quant_method"], x["bits"]) for x in rows} == {
+        ("org/v1", None, None), ("org/v2", "gguf:Q4_K", 4)}
+    assert len(rows) == 6 and lake.check().ok
+
+
 def test_evolution_may_not_drop_or_retype_columns(tmp_path):
-    _, d = _registry_with_v2(tmp_path)
-    spec = json.loads((d / "layers.v2.json").read_text())
+    _, d, nxt = _registry_with_next(tmp_path)
+    spec = json.loads((d / f"layers.v{nxt}.json").read_text())
     spec["fields"] = [f for f in spec["fields"] if f["name"] != "alpha"]
-    (d / "layers.v2.json").write_text(json.dumps(spec))
+    (d / f"layers.v{nxt}.json").write_text(json.dumps(spec))
     with pytest.raises(LakeError, match="drops column 'alpha'"):
         load_registry(d)
-    spec = json.loads((d / "layers.v1.json").read_text())
-    spec["version"] = 2
+    spec = json.loads((d / f"layers.v{nxt - 1}.json").read_text())
+    spec["version"] = nxt
     spec["fields"].append({"name": "must", "type": "int64", "nullable": False, "doc": "x"})
-    (d / "layers.v2.json").write_text(json.dumps(spec))
+    (d / f"layers.v{nxt}.json").write_text(json.dumps(spec))
     with pytest.raises(LakeError, match="must be nullable"):
         load_registry(d)
 

@@ -18,6 +18,7 @@ from hubscan.lake.synthetic import (
     synthetic_result,
     with_time,
 )
+from hubscan.lake.schema import default_registry
 from hubscan.lake.views import VIEW_NAMES
 from hubscan.lake.writer import unit_file_name
 
@@ -66,9 +67,9 @@ def test_round_trip_numbers_are_identical(lake):
 def test_layout_is_hive_partitioned_with_deterministic_names(lake, tmp_path):
     r = synthetic_result(repo_id="org/a", source="hf", scan_date="2026-01-02")
     paths = lake.write(r)
-    name = unit_file_name(r.model_key, 1)
+    reg = default_registry()
     assert [os.path.relpath(p, tmp_path / "lake") for p in paths] == [
-        f"{t}/source=hf/scan_date=2026-01-02/{name}"
+        f"{t}/source=hf/scan_date=2026-01-02/{unit_file_name(r.model_key, reg[t].version)}"
         for t in ("spectra", "layers", "model_files", "models")]
     # models row last: it is the commit marker
     assert paths[-1].startswith(str(tmp_path / "lake" / "models"))
@@ -126,7 +127,7 @@ def test_temp_and_partial_files_are_never_visible(lake, tmp_path, monkeypatch):
     lake.write(r)
     part = tmp_path / "lake" / "layers" / "source=local" / f"scan_date={r.scan_date}"
     # a writer that died mid-file leaves a temp file with half a Parquet file in it
-    whole = (part / unit_file_name(r.model_key, 1)).read_bytes()
+    whole = (part / unit_file_name(r.model_key, default_registry()["layers"].version)).read_bytes()
     (part / f".part-dead.parquet.tmp-0123456789ab").write_bytes(whole[: len(whole) // 2])
     assert _count(lake, "SELECT count(*) FROM layers") == 4
     assert _count(lake, "SELECT count(*) FROM raw_layers") == 4
@@ -140,7 +141,7 @@ def test_temp_and_partial_files_are_never_visible(lake, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="simulated"):
         lake.write(r2)
     monkeypatch.undo()
-    assert not (part / unit_file_name(r2.model_key, 1)).exists()
+    assert not (part / unit_file_name(r2.model_key, default_registry()["layers"].version)).exists()
     assert sorted(p.name for p in part.iterdir() if ".tmp-" in p.name) == [".part-dead.parquet.tmp-0123456789ab"]
     assert lake.done_model_keys() == {r.model_key}
     # check: a young temp file is a warning; an old one (crashed writer) an error

@@ -389,5 +389,5 @@ def test_missing_paths_are_not_found(tmp_path):
     with pytest.raises(NotFound, match="no weight files"):
         read_checkpoint(tmp_path)
     (tmp_path / "blob").write_bytes(b"\x00" * 64)
-    with pytest.raises(MalformedCheckpoint, match="not a safetensors file or a torch checkpoint"):
+    with pytest.raises(MalformedCheckpoint, match="not a safetensors, GGUF or torch checkpoint file"):
         read_checkpoint(tmp_path / "blob")

@@ -198,13 +198,22 @@ def test_bounded_and_stops_when_idle():
 
 
 def test_runs_as_a_module():
+    from hubscan.testing.fakehub import FORMAT_REPOS
+
     p = subprocess.run(
         [sys.executable, "-m", "hubscan.testing.fakehub", "--demo", "3", "--idle-timeout", "0.5"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert p.returncode == 0, p.stderr
+    # the generated catalogue plus the formats/* repos (GGUF, GPTQ, AWQ, bnb, MLX, FP8, …)
+    assert f"fake hub with {3 + len(FORMAT_REPOS)} repos at http://127.0.0.1:" in p.stdout
+    assert "export HF_ENDPOINT=" in p.stdout
+    p = subprocess.run(
+        [sys.executable, "-m", "hubscan.testing.fakehub", "--demo", "3", "--idle-timeout", "0.5", "--no-formats"],
         capture_output=True, text=True, timeout=60,
     )
     assert p.returncode == 0, p.stderr
     assert "fake hub with 3 repos at http://127.0.0.1:" in p.stdout
-    assert "export HF_ENDPOINT=" in p.stdout
 
 
 def test_agent_registry_endpoint(fakehub, raw):

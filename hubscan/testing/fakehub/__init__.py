@@ -63,14 +63,17 @@ The package, by what it serves; at run time each module imports only those above
 * ``server``    — routing by path and the bounded ``ThreadingHTTPServer``;
 * ``hub``       — ``FakeHub``: repos, users, faults, log, rate limits, lifecycle, ``environ``;
 * ``demo``      — ``populate_catalog`` and the ``--demo`` command line (``__main__``).
+* ``formats``   — ``add_format_repos``: GGUF, GPTQ, AWQ, bnb, MLX, FP8, compressed-tensors,
+                  MXFP4 MoE, LoRA adapter and tied-embedding repos (in ``--demo`` too).
 """
 
 from __future__ import annotations
 
 from .demo import populate_catalog
 from .faults import Fault, RequestRecord
+from .formats import FORMAT_REPOS, add_format_repos
 from .hub import FakeHub
 from .repos import LFS_SUFFIXES, FakeFile, FakeRepo, safetensors_bytes
 
 __all__ = ["LFS_SUFFIXES", "FakeHub", "FakeFile", "FakeRepo", "Fault", "RequestRecord", "safetensors_bytes",
-           "populate_catalog"]
+           "populate_catalog", "add_format_repos", "FORMAT_REPOS"]

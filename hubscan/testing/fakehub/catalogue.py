@@ -103,6 +103,7 @@ def model_json(repo: FakeRepo, *, expand: Sequence[str] | None, full: bool = Fal
         "trendingScore": lambda: repo.trending_score,
         "siblings": siblings,
         "safetensors": lambda: repo.safetensors_info(files),
+        "gguf": lambda: repo.gguf_info(files),
         "config": lambda: repo.config(files),
         "usedStorage": lambda: sum(f.size for f in files.values()),
         "cardData": lambda: {"tags": repo.tags},

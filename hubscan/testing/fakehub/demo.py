@@ -58,9 +58,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--demo", type=int, default=20, help="number of generated repos")
     ap.add_argument("--page-size", type=int, default=100)
     ap.add_argument("--idle-timeout", type=float, default=600.0, help="stop after this many idle seconds")
+    ap.add_argument("--no-formats", action="store_true",
+                    help="leave out the formats/* repos (GGUF, GPTQ, AWQ, bnb, MLX, FP8, MXFP4, LoRA, tied)")
     args = ap.parse_args(argv)
     hub = FakeHub(port=args.port, page_size=args.page_size, idle_timeout=args.idle_timeout)
     populate_catalog(hub, args.demo, tiny=False)
+    if not args.no_formats:
+        from .formats import add_format_repos
+
+        add_format_repos(hub)
     hub.start()
     print(f"fake hub with {len(hub.repos)} repos at {hub.url}")
     print(f"  export HF_ENDPOINT={hub.url}")

@@ -141,6 +141,36 @@ class FakeRepo:
                 params[v["dtype"]] = params.get(v["dtype"], 0) + n
         return {"parameters": params, "total": sum(params.values())} if found else None
 
+    def gguf_info(self, files: Mapping[str, FakeFile] | None = None) -> dict | None:
+        """The Hub's ``gguf`` expand for a repo with GGUF files: parameter total and
+        architecture of the first one (read through hubscan's own header parser)."""
+        from ...readers.gguf import parse_gguf_header
+
+        for p in sorted(files or self.files):
+            f = (files or self.files)[p]
+            if "/" in p or not p.endswith(".gguf"):
+                continue
+            data = f.data if f.data is not None else (f.disk.read_bytes() if f.disk else b"")
+            pos = 0
+
+            def read(n: int, data: bytes = data) -> bytes:
+                nonlocal pos
+                pos += n
+                return data[pos - n:pos]
+
+            try:
+                h = parse_gguf_header(read, file_size=len(data))
+            except Exception:  # noqa: BLE001 - a hostile test file: the Hub would show nothing
+                return None
+            total = 0
+            for t in h.tensors:
+                n = 1
+                for d in t.dims:
+                    n *= d
+                total += n
+            return {"total": total, "architecture": h.architecture}
+        return None
+
     def all_tags(self) -> list[str]:
         tags = list(self.tags)
         for t in (self.library_name, self.pipeline_tag):
