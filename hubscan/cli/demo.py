@@ -63,7 +63,7 @@ def demo_command(
 
     console = Console(width=None if Console().is_terminal else 160)
     spec = demo_spec(lake=str(lake))
-    console.print(f"[bold]demo[/] writing {n_models} demo models into {models}/ (once) …")
+    console.print(f"[bold]demo[/] {n_models} demo models in {models}/ (generated on the first run) …")
     with demo_hub(models, n_models=n_models) as hub:
         console.print(f"[bold]hub[/] {hub.url}: {len(hub.repos)} repos hubscan-demo/… "
                       "(a loopback Hugging Face Hub in this process; HF_ENDPOINT points there for the run)")
