@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..refs import ModelRef
 from ..testing.zoo import DEMO_AUTHOR, ZOO, ensure_demo_models
 
 __all__ = ["DEMO_AUTHOR", "DEMO_TOML", "DemoHub", "demo_hub", "demo_refs", "demo_spec",
@@ -85,7 +86,7 @@ def _no_proxy_for_loopback() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def demo_refs(filters: dict[str, Any]) -> list:
+def demo_refs(filters: dict[str, Any]) -> list[ModelRef]:
     """The ``kind = "demo"`` source: the zoo written under ``path`` (once), as local models,
     each with its ``acc@1`` (where it has one) in ``ModelRef.meta``."""
     from .. import sources

@@ -92,6 +92,18 @@ def test_the_series_has_accuracies_and_falls_with_alpha(demo_run):
     assert all(a.y > b.y for a, b in zip(by_acc, by_acc[1:]))
 
 
+def test_the_report_shows_the_series_and_calls_no_gaussian_layer_over_trained(demo_run):
+    from hubscan.report.data import report_data
+
+    _, _, lake = demo_run
+    with lake.connect() as con:
+        data = report_data(con)
+    assert data.series_models == 5  # the alpha-vs-accuracy figure is drawn (≥ 2 models)
+    assert not [r for r in data.over_layers if r["repo_id"].endswith("-gauss")]
+    best = [p for p in data.picked_layers if p["why"] == "best-fitted heavy tail"]
+    assert best and not best[0]["repo_id"].endswith("-gauss")
+
+
 def test_plot_series_draws_the_demo_lake(demo_run):
     cwd, _, _ = demo_run
     proc = subprocess.run([_console_script("hubscan"), "plot", "series", "--lake", "demo-lake",
