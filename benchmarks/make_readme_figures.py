@@ -1,16 +1,16 @@
 """Make the two README pictures from the demo lake: docs/img/esd.png and docs/img/alpha_by_arch.png.
 
-The demo lake is what ``hubscan demo`` scans (``hubscan.engine.demo``: generated checkpoints,
-Gaussian and heavy-tailed, MLP/CNN/GPT-2/BERT shapes). If ``--lake`` does not hold a lake
-yet, the same demo spec is scanned here with the in-process executor (no Ray needed), so the
-pictures are reproducible from a clean clone:
+The demo lake is what ``hubscan demo`` scans (``hubscan.engine.demo``: the demo zoo,
+Gaussian and heavy-tailed, MLP/CNN/GPT-2/BERT shapes, served by a loopback hub). If
+``--lake`` does not hold a lake yet, the same demo is scanned here with the in-process
+executor (no Ray needed), so the pictures are reproducible from a clean clone:
 
     python benchmarks/make_readme_figures.py                 # builds ./demo-lake if missing
     python benchmarks/make_readme_figures.py --lake demo-lake --out docs/img
 
-The ESD picture shows the demo's most heavy-tailed well-fitted layer (the heavy-tailed layer
-with the most eigenvalues whose alpha lies in [2, 6]); the other shows every layer's alpha
-by architecture with the universality bands.
+The ESD picture shows a heavy-tailed demo layer (phase heavy-tailed, alpha in [2, 6], a
+rectangular matrix — Q ≥ 2, so the MP bulk has a visible edge — with the most eigenvalues);
+the other shows every layer's alpha by architecture with the universality bands.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ def ensure_demo_lake(lake_dir: Path, models_dir: Path) -> None:
         if n:
             print(f"using the demo lake at {lake_dir} ({n} models)")
             return
-    from hubscan.engine.demo import demo_spec
+    from hubscan.engine.demo import demo_hub, demo_spec
     from hubscan.engine.scan import run_scan
 
-    spec = demo_spec(lake=str(lake_dir), path=str(models_dir))
-    summary = run_scan(spec, executor="local", progress=False)
+    with demo_hub(models_dir):
+        summary = run_scan(demo_spec(lake=str(lake_dir)), executor="local", progress=False)
     print(f"scanned the demo spec into {lake_dir}: {summary}")
 
 
@@ -41,7 +41,7 @@ def pick_layer(lake) -> tuple[str, str]:
     rows = lake.query("""
         SELECT l.model_key, l.tensor, l.num_evals, l.alpha
         FROM layers_latest AS l
-        WHERE l.status = 'ok' AND l.alpha BETWEEN 2 AND 6 AND l.repo_id LIKE '%-ht%'
+        WHERE l.status = 'ok' AND l.alpha BETWEEN 2 AND 6 AND l.phase = 'heavy-tailed' AND l.Q >= 2
         ORDER BY l.num_evals DESC, l.D ASC, l.repo_id, l.tensor LIMIT 1""").to_pylist()
     if not rows:  # a lake of other models: the fitted layer with the most eigenvalues
         rows = lake.query("""SELECT model_key, tensor FROM layers_latest WHERE status = 'ok'

@@ -99,7 +99,8 @@ SELECT model_key,
        avg(log_alpha_norm) FILTER (WHERE valid AND NOT isnan(log_alpha_norm))
                                                                      AS log_alpha_norm_mean,
        avg(stable_rank) FILTER (WHERE analysed AND NOT isnan(stable_rank)) AS stable_rank_mean,
-       count(*) FILTER (WHERE list_contains(warnings, 'over-trained'))  AS n_over_trained,
+       count(*) FILTER (WHERE list_contains(warnings, 'over-trained')
+                              AND phase IS DISTINCT FROM 'random-like') AS n_over_trained,
        count(*) FILTER (WHERE list_contains(warnings, 'under-trained')) AS n_under_trained,
        count(*) FILTER (WHERE warning IS NOT NULL AND warning <> '') AS n_warnings
 FROM l
@@ -124,7 +125,8 @@ WITH m AS (
                / nullif(count(*) FILTER (WHERE valid), 0)                AS frac_alpha_2_6,
            avg(alpha_weighted) FILTER (WHERE valid AND NOT isnan(alpha_weighted))
                                                                          AS alpha_weighted_mean,
-           count(*) FILTER (WHERE list_contains(warnings, 'over-trained'))  AS n_over_trained,
+           count(*) FILTER (WHERE list_contains(warnings, 'over-trained')
+                              AND phase IS DISTINCT FROM 'random-like') AS n_over_trained,
            count(*) FILTER (WHERE list_contains(warnings, 'under-trained')) AS n_under_trained,
            count(*) FILTER (WHERE warning IS NOT NULL AND warning <> '') AS n_warnings
     FROM (SELECT *, (status = 'ok' AND alpha IS NOT NULL AND NOT isnan(alpha)) AS valid,

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..esd.phases import is_over_trained
+
 __all__ = ["model_summary"]
 
 def _mean(values: list[float]) -> float | None:
@@ -25,7 +27,8 @@ def model_summary(rows: Iterable[Mapping[str, Any]], *, exclude_final_layer: boo
     all analysed matrices (``ok`` + ``fit-failed``) for the others; ``ww_alpha_mean`` is
     weightwatcher's ``get_summary()["alpha"]``: the plain mean over analysed matrices with a
     failed fit counted as −1. Shares of alpha in [2, 6] and [2, 4] (seed 000: "80–90 % of
-    exponents lie between 2 and 4") and warning counts complete it.
+    exponents lie between 2 and 4") and warning counts complete it (``n_over_trained``:
+    weightwatcher's ``over-trained`` on layers whose phase is not random-like).
 
     Args:
         rows: layer rows (dicts with the ``layers`` column names).
@@ -46,6 +49,10 @@ def model_summary(rows: Iterable[Mapping[str, Any]], *, exclude_final_layer: boo
     def warned(label: str) -> int:
         return sum(1 for r in analysed if label in (r.get("warning") or "").split(","))
 
+    # Not weightwatcher's bare α < 2: a random-like layer is never called over-trained
+    # (esd.phases.is_over_trained; the SQL views count the same way).
+    n_over = sum(1 for r in analysed if is_over_trained(r.get("warning"), r.get("phase")))
+
     return {
         "n_tensors": len(rows),
         "n_analysed": len([r for r in rows if r.get("status") in ("ok", "fit-failed")]),
@@ -62,7 +69,7 @@ def model_summary(rows: Iterable[Mapping[str, Any]], *, exclude_final_layer: boo
                                 else -1.0 for r in analysed]),
         "frac_alpha_2_6": (sum(2 <= a <= 6 for a in alphas) / len(alphas)) if alphas else None,
         "frac_alpha_2_4": (sum(2 <= a <= 4 for a in alphas) / len(alphas)) if alphas else None,
-        "n_over_trained": warned("over-trained"),
+        "n_over_trained": n_over,
         "n_under_trained": warned("under-trained"),
     }
 

@@ -111,13 +111,9 @@ def _list_source(s: SourceSpec, spec: ScanSpec) -> list[ModelRef]:
 
 def _demo_refs(filters: dict[str, Any]) -> list[ModelRef]:
     """Generate the demo checkpoints once (deterministic), then resolve them as local models."""
-    from .. import sources
-    from .demo import ensure_demo_models
+    from .demo import demo_refs
 
-    folders = ensure_demo_models(filters.get("path", "demo-checkpoints"),
-                                 n_models=int(filters.get("n_models", 6)),
-                                 seed=int(filters.get("seed", 0)))
-    return [ref for folder in folders for ref in sources.resolve(str(folder))]
+    return demo_refs(filters)
 
 
 def _older_code_versions(lake: Any, version: str) -> set[tuple[str, str, str]]:

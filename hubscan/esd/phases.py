@@ -37,6 +37,13 @@ within 1.1 λ₊.
 ``poor-fit`` (a ``warning``, not a phase): the power-law tail has fewer than
 ``POOR_FIT_MIN_TAIL`` (10) points — weightwatcher's "fingers", spurious large alphas — or its
 KS distance exceeds the asymptotic 5 % Kolmogorov critical value ``1.358/√n_tail``.
+
+What a person is told (:func:`human_warning`): the ``warning`` column keeps weightwatcher's
+labels for parity, but weightwatcher's ``over-trained`` only means "fitted α < 2". On a
+``random-like`` layer the MP law explains every eigenvalue — there is no tail beyond the
+bulk for α to describe, and a small α there is the fit wandering into the bulk's noise, not
+a sign of over-training. So the model and architecture summaries and the report never call
+a random-like layer over-trained; every other label is shown as weightwatcher gives it.
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ __all__ = [
     "classify_phase",
     "ht_class",
     "is_poor_fit",
+    "human_warning",
+    "is_over_trained",
     "RANK_COLLAPSE_FRACTION",
     "SPIKE_GAP",
     "BLEED_FRACTION",
@@ -146,3 +155,20 @@ def is_poor_fit(*, D: float, n_tail: int) -> bool:
     if n_tail < POOR_FIT_MIN_TAIL:
         return True
     return bool(D > KS_CRITICAL_5PCT / math.sqrt(n_tail))
+
+
+def is_over_trained(warning: str | None, phase: str | None) -> bool:
+    """Whether a person should be told this layer is over-trained: weightwatcher says so
+    (``over-trained`` in ``warning``) and the ESD is not random-like (module docstring).
+
+    The lake's SQL says the same (``schemas/views.sql``: ``n_over_trained``; the report)."""
+    return "over-trained" in (warning or "").split(",") and phase != "random-like"
+
+
+def human_warning(warning: str | None, phase: str | None) -> str | None:
+    """``warning`` as summaries and reports show it: the same comma-joined labels, without
+    ``over-trained`` on a random-like layer (module docstring). ``None`` when nothing is left."""
+    labels = [w for w in (warning or "").split(",") if w]
+    if "over-trained" in labels and not is_over_trained(warning, phase):
+        labels.remove("over-trained")
+    return ",".join(labels) or None

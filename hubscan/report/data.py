@@ -16,6 +16,14 @@ __all__ = ["ReportOptions", "ReportData", "report_data"]
 #: A warning label is one element of the comma-joined ``warning`` column.
 _HAS = "list_contains(string_split(coalesce(warning, ''), ','), '{label}')"
 
+#: The report shows warnings as a person should read them (``esd.phases.human_warning``):
+#: weightwatcher's labels, without ``over-trained`` on a random-like layer. The lake's
+#: ``warning`` column keeps weightwatcher's spelling; ``report_layers`` carries this one.
+HUMAN_WARNING_SQL = """CASE WHEN phase = 'random-like'
+    THEN nullif(array_to_string(list_filter(string_split(coalesce(warning, ''), ','),
+                                            lambda w: w <> '' AND w <> 'over-trained'), ','), '')
+    ELSE warning END"""
+
 
 @dataclass(frozen=True, kw_only=True)
 class ReportOptions:
@@ -90,7 +98,9 @@ def report_data(con, options: ReportOptions = ReportOptions()) -> ReportData:
         clock[0] = now
 
     # One scan of the deduplicating views; every later query reads this table.
-    _exec(con, "CREATE OR REPLACE TEMP TABLE report_layers AS " + base_relation(options.where))
+    _exec(con, f"""CREATE OR REPLACE TEMP TABLE report_layers AS
+                   SELECT * REPLACE ({HUMAN_WARNING_SQL} AS warning)
+                   FROM ({base_relation(options.where)})""")
     _exec(con, """CREATE OR REPLACE TEMP TABLE report_models AS
                    SELECT * FROM models_latest
                    WHERE model_key IN (SELECT DISTINCT model_key FROM report_layers)""")
@@ -221,7 +231,8 @@ def report_data(con, options: ReportOptions = ReportOptions()) -> ReportData:
 
 def _pick_layers(con, under: list[dict], over: list[dict]) -> list[dict[str, Any]]:
     """Layers worth a closer look, each with a stored spectrum: the best-fitted heavy tail
-    (α in [2, 4], smallest D, most eigenvalues), the most under-trained, the most over-trained.
+    (phase heavy-tailed, α in [2, 4], smallest D, most eigenvalues), the most under-trained,
+    the most over-trained.
 
     Candidates are ranked first and checked for a spectrum one by one (a keyed lookup), never
     with a join of the whole ``spectra`` table."""
@@ -229,7 +240,7 @@ def _pick_layers(con, under: list[dict], over: list[dict]) -> list[dict[str, Any
         SELECT model_key, repo_id, tensor, file_sha256, analysis_version, alpha, D,
                'best-fitted heavy tail' AS why
         FROM report_layers
-        WHERE valid AND alpha BETWEEN 2 AND 4 AND num_evals >= 50
+        WHERE valid AND alpha BETWEEN 2 AND 4 AND num_evals >= 50 AND phase = 'heavy-tailed'
         ORDER BY D ASC, num_evals DESC, repo_id, tensor LIMIT 10""")
     picked: list[dict[str, Any]] = []
     for rows, why in ((best, None), (under, "most under-trained"), (over, "most over-trained")):

@@ -178,7 +178,8 @@ Each model counts once, at its latest analysed revision.</p>""")
     parts.append('<section id="universality"><h2>Universality</h2>')
     parts.append('<p class="note">The seeds: 80–90 % of the layer exponents of well-trained '
                  'models lie in [2, 4]; weightwatcher flags α &lt; 2 (over-trained) and α &gt; 6 '
-                 '(under-trained).</p>')
+                 '(under-trained). This report never calls a random-like layer (an ESD the '
+                 'Marchenko–Pastur law explains whole) over-trained: its α describes no tail.</p>')
     parts.append(figs("universality"))
     parts.append("<h3>Phases of training (seed 001: 5+1 phases)</h3>" + _table(data.phases, (
         ("phase", "phase", ""), ("layers", "layers", ""), ("alpha_median", "median α", "f2")),

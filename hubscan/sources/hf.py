@@ -3,8 +3,9 @@
 Costs, per the Hub's quotas (``api`` and ``resolve`` classes, 5-minute windows):
 
 * **listing** N models: ``ceil(N / page)`` ``api`` calls. ``HfApi.list_models(expand=[sha,
-  siblings, safetensors, config, …])`` gives each repo's commit sha, file names, parameter
-  counts per dtype and ``config.json`` (architecture, model_type) in the listing itself;
+  siblings, safetensors, config, cardData, …])`` gives each repo's commit sha, file names,
+  parameter counts per dtype, ``config.json`` (architecture, model_type) and the model card's
+  metadata (a ``model-index`` accuracy becomes ``models.accuracy``) in the listing itself;
 * **file sizes + LFS sha256**: the listing does not carry them (``siblings`` are names
   only). They are fetched only when asked (``file_metadata="paths-info"``: 1 ``api`` call per
   model, ``get_paths_info`` for just the weight files) — by default the streaming GET
@@ -43,11 +44,12 @@ from ..net.http import (
 from ..refs import ModelRef, TensorRef, WeightFile
 from .base import GGUF_SUFFIX, SAFETENSORS_SUFFIX, FetchStats, matches_files, select_weight_files
 
-__all__ = ["HfSource", "LIST_EXPAND", "parse_hf_uri", "resolve_url", "estimate_bytes", "listing_quantization"]
+__all__ = ["HfSource", "LIST_EXPAND", "parse_hf_uri", "resolve_url", "estimate_bytes", "listing_quantization",
+           "card_accuracy"]
 
 #: What one listing page carries per model (no per-model call needed afterwards).
 LIST_EXPAND = ["sha", "siblings", "safetensors", "gguf", "config", "downloads", "likes", "tags", "library_name",
-               "pipeline_tag", "gated", "lastModified", "private"]
+               "pipeline_tag", "gated", "lastModified", "private", "cardData"]
 
 _DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
                 "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1, "F8_E8M0": 1}
@@ -241,6 +243,7 @@ class HfSource:
             "params_by_dtype": dict(st.parameters) if st else None,
             "est_bytes": estimate_bytes(dict(st.parameters) if st else None),
             "n_repo_files": len(sibs),
+            **card_accuracy(getattr(info, "card_data", None)),
         }
         gg = meta["gguf"] if isinstance(meta["gguf"], dict) else {}
         params = st.total if st else (gg.get("total") if isinstance(gg.get("total"), int) else None)
@@ -403,6 +406,27 @@ def _quant_matches(value: str | None, wanted: Sequence[str]) -> bool:
 def _format_of(path: str) -> str:
     p = path.lower()
     return "gguf" if p.endswith(GGUF_SUFFIX) else "safetensors" if p.endswith(SAFETENSORS_SUFFIX) else "pytorch"
+
+
+def card_accuracy(card_data: Any) -> dict[str, Any]:
+    """``{"accuracy": …, "accuracy_source": …}`` from a model card's ``model-index``, or ``{}``.
+
+    The listing carries each card's YAML (``cardData``), which ``huggingface_hub`` parses into
+    ``EvalResult``s; the first result whose metric type is ``accuracy`` becomes the
+    ``models.accuracy`` column (as published: a percentage or a fraction, whichever the card
+    uses), with where it came from. Cards without one, or unparsable ones, give nothing.
+    """
+    for r in getattr(card_data, "eval_results", None) or ():
+        kind = str(getattr(r, "metric_type", "") or "").lower()
+        value = getattr(r, "metric_value", None)
+        if kind in ("accuracy", "acc", "top1", "acc@1") and isinstance(value, (int, float)) \
+                and not isinstance(value, bool):
+            where = " / ".join(str(x) for x in (getattr(r, "dataset_name", None),
+                                                getattr(r, "dataset_split", None),
+                                                getattr(r, "metric_name", None)) if x)
+            return {"accuracy": float(value), "accuracy_source": f"model-index: {where}" if where
+                    else "model-index"}
+    return {}
 
 
 def _bytes_of(ref: ModelRef) -> int | None:

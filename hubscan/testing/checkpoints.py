@@ -5,7 +5,8 @@ Three families, all deterministic in their ``seed``:
 **Matrices** (pure numpy, no I/O) with known spectral character — the inputs the science
 tests reason about:
 :func:`gaussian_matrix` (Marchenko–Pastur bulk, no spikes), :func:`spiked_matrix` (MP bulk
-plus ``rank`` outliers above the BBP threshold), :func:`pareto_matrix` and
+plus ``rank`` outliers above the BBP threshold), :func:`power_law_spectrum_matrix` (an MP
+bulk continued by a planted power-law tail of a chosen α), :func:`pareto_matrix` and
 :func:`student_t_matrix` (heavy-tailed entries → power-law ESD tail), :func:`low_rank_matrix`
 (rank collapse), and the degenerate ones a scanner must survive: :func:`nan_matrix`,
 :func:`inf_matrix`, :func:`all_zero_matrix`, :func:`empty_matrix`, :func:`row_matrix` (1×N).
@@ -18,7 +19,10 @@ identical tensors, and any size — up to multi-GB benchmark models — is writt
 at a time (:func:`write_safetensors_streaming`). ``gpt2`` and ``bert-tiny`` load into
 ``transformers`` (``GPT2LMHeadModel`` / ``BertModel``); ``mlp`` and ``cnn`` into
 :func:`build_demo_module`'s modules (:func:`load_demo_module` does either), which is what
-a weightwatcher parity test needs.
+a weightwatcher parity test needs. Weights are Gaussian or, with ``heavy_tailed``, made by a
+:class:`HeavyTail` (by default the planted power-law spectrum, so a heavy-tailed model's
+layers fit α in [2, 4] with phase ``heavy-tailed``; ``hubscan.testing.zoo`` builds the demo
+models from these).
 
 **Hostile files**, one per way a checkpoint can be broken or malicious (truncated,
 header too long, invalid JSON, offsets out of range / overlapping, unknown dtype, shape vs
@@ -49,6 +53,7 @@ __all__ = [
     "gaussian_matrix",
     "pareto_matrix",
     "student_t_matrix",
+    "power_law_spectrum_matrix",
     "spiked_matrix",
     "low_rank_matrix",
     "nan_matrix",
@@ -65,6 +70,8 @@ __all__ = [
     # models
     "DemoKind",
     "DEMO_KINDS",
+    "HeavyTail",
+    "DEFAULT_HEAVY_TAIL",
     "demo_layout",
     "demo_state_dict",
     "make_demo_model",
@@ -357,8 +364,8 @@ DemoKind = Literal["mlp", "cnn", "gpt2", "bert-tiny"]
 DEMO_KINDS: tuple[str, ...] = ("mlp", "cnn", "gpt2", "bert-tiny")
 
 _DEFAULTS: dict[str, dict[str, int]] = {
-    "mlp": {"width": 64, "layers": 3},
-    "cnn": {"width": 16, "layers": 2},
+    "mlp": {"width": 64, "layers": 3, "classes": 10},
+    "cnn": {"width": 16, "layers": 2, "classes": 10, "stem": 3},
     "gpt2": {"width": 64, "layers": 2, "vocab": 1000, "positions": 128, "heads": 4},
     "bert-tiny": {"width": 64, "layers": 2, "vocab": 1000, "positions": 128, "heads": 2},
 }
@@ -381,8 +388,9 @@ def _batchnorm(layout: dict[str, TensorSpec], name: str, dim: int) -> None:
     layout[f"{name}.num_batches_tracked"] = TensorSpec((), dtype="I64", init="count")
 
 
-def _mlp(width: int, layers: int, **_: int) -> tuple[dict[str, TensorSpec], dict[str, Any]]:
-    dims = [width] + [2 * width] * (layers - 1) + [10]
+def _mlp(width: int, layers: int, classes: int = 10, **_: int,
+         ) -> tuple[dict[str, TensorSpec], dict[str, Any]]:
+    dims = [width] + [2 * width] * (layers - 1) + [classes]
     layout: dict[str, TensorSpec] = {}
     for i in range(layers):
         _linear(layout, f"fc{i + 1}", dims[i + 1], dims[i], std=1 / math.sqrt(dims[i]))
@@ -393,7 +401,8 @@ def _cnn_channels(width: int, layers: int) -> list[int]:
     return [width * 2 ** b for b in range(layers)]
 
 
-def _cnn(width: int, layers: int, **_: int) -> tuple[dict[str, TensorSpec], dict[str, Any]]:
+def _cnn(width: int, layers: int, classes: int = 10, stem: int = 3, **_: int,
+         ) -> tuple[dict[str, TensorSpec], dict[str, Any]]:
     """A small ResNet in torchvision's naming (conv1/bn1, layerK.conv1/bn1/conv2/bn2,
     layerK.downsample.0/1, fc)."""
     layout: dict[str, TensorSpec] = {}
@@ -402,7 +411,7 @@ def _cnn(width: int, layers: int, **_: int) -> tuple[dict[str, TensorSpec], dict
         layout[f"{name}.weight"] = TensorSpec((out, inp, k, k), std=1 / math.sqrt(inp * k * k))
 
     chans = _cnn_channels(width, layers)
-    conv("conv1", width, 3, 3)
+    conv("conv1", width, 3, stem)
     _batchnorm(layout, "bn1", width)
     c_in = width
     for b, c in enumerate(chans, start=1):
@@ -414,9 +423,9 @@ def _cnn(width: int, layers: int, **_: int) -> tuple[dict[str, TensorSpec], dict
             conv(f"layer{b}.downsample.0", c, c_in, 1)
             _batchnorm(layout, f"layer{b}.downsample.1", c)
         c_in = c
-    _linear(layout, "fc", 10, c_in, std=1 / math.sqrt(c_in))
+    _linear(layout, "fc", classes, c_in, std=1 / math.sqrt(c_in))
     config = {"model_type": "cnn", "architectures": ["DemoCNN"], "width": width,
-              "num_blocks": layers, "num_classes": 10}
+              "num_blocks": layers, "num_classes": classes, "stem_kernel": stem}
     return layout, config
 
 
@@ -483,7 +492,8 @@ _BUILDERS = {"mlp": _mlp, "cnn": _cnn, "gpt2": _gpt2, "bert-tiny": _bert}
 
 
 def demo_layout(kind: DemoKind = "mlp", *, width: int | None = None, layers: int | None = None,
-                vocab: int | None = None, dtype: str = "F32",
+                vocab: int | None = None, classes: int | None = None, stem: int | None = None,
+                dtype: str = "F32",
                 ) -> tuple[dict[str, TensorSpec], dict[str, Any]]:
     """Tensor names → :class:`TensorSpec`, and the ``config.json`` dict, of a demo model.
 
@@ -494,6 +504,9 @@ def demo_layout(kind: DemoKind = "mlp", *, width: int | None = None, layers: int
         width: hidden size (mlp input / cnn base channels / d_model). Default per kind.
         layers: depth (mlp layers / cnn blocks / transformer layers). Default per kind.
         vocab: vocabulary size of gpt2 / bert-tiny.
+        classes: outputs of the mlp / cnn classifier head (default 10).
+        stem: kernel size of the cnn's first conv (3, CIFAR-style; 7 as ImageNet ResNets,
+            which gives that 3-channel layer 49 slices to pool instead of 9).
         dtype: storage dtype of float tensors (``F32``, ``F16``, ``BF16``, ``F8_E4M3`` …);
             integer tensors keep ``I64``.
 
@@ -509,6 +522,10 @@ def demo_layout(kind: DemoKind = "mlp", *, width: int | None = None, layers: int
         params["layers"] = layers
     if vocab is not None and "vocab" in params:
         params["vocab"] = vocab
+    if classes is not None and "classes" in params:
+        params["classes"] = classes
+    if stem is not None and "stem" in params:
+        params["stem"] = stem
     layout, config = _BUILDERS[kind](**params)
     if dtype != "F32":
         if dtype not in _ST_TORCH or not _ST_TORCH[dtype].is_floating_point:
@@ -524,7 +541,115 @@ def _tensor_seed(seed: int, name: str) -> list[int]:
     return [seed, zlib.crc32(name.encode())]
 
 
-def _values(name: str, spec: TensorSpec, *, seed: int, tail_exponent: float | None) -> torch.Tensor:
+@dataclass(frozen=True)
+class HeavyTail:
+    """How a heavy-tailed demo model's weight matrices are made.
+
+    ``spectrum`` (the default): a Gaussian matrix whose top ``tail_fraction`` of the
+    spectrum is replaced by a power law — the eigenvalues of ``WᵀW/N`` below the cut keep
+    their Marchenko–Pastur values, those above are redrawn from ``p(λ) ∝ λ^-exponent``
+    starting where the bulk stops, and the singular vectors stay the Gaussian matrix's. So
+    ``exponent`` *is* the ESD's tail exponent α, and the spectrum looks like a trained
+    layer's: an MP bulk that continues, without a gap, into a power-law tail. Measured with
+    the ``ww`` analysis (fitted α, phase) on 100…2000 × 100…256 matrices: see
+    ``tests/testing/test_demo_models.py``.
+
+    ``student-t`` / ``pareto``: i.i.d. entries with ``P(|X| > x) ~ x^-exponent``; heavy-tailed
+    random matrix theory (Martin & Mahoney, JMLR 2021) turns them into a heavy-tailed ESD
+    whose α grows with the entries' exponent — at a few hundred wide, Student-t ν = 2 gives
+    α ≈ 2–3.5 but single huge entries sometimes stand out as isolated spikes
+    (``bulk+spikes``), and Pareto μ = 3 gives α ≈ 4.5–12. Cheap at any size (no SVD).
+    """
+
+    family: Literal["spectrum", "student-t", "pareto"] = "spectrum"
+    exponent: float = 2.6
+    tail_fraction: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.family not in ("spectrum", "student-t", "pareto"):
+            raise ValueError(f"family must be spectrum, student-t or pareto, got {self.family!r}")
+        if not self.exponent > (1 if self.family == "spectrum" else 0):
+            raise ValueError(f"exponent must be > {1 if self.family == 'spectrum' else 0}")
+        if not 0 < self.tail_fraction < 1:
+            raise ValueError("tail_fraction must be in (0, 1)")
+
+    def matrix(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """Unit-scale weights of ``shape``. A 4-D conv weight is made slice by slice
+        (``W[:, :, i, j]``, the matrices the analysis pools) with one power-law sample
+        shared out over the slices, so the pooled spectrum has a proper tail even when each
+        slice holds a single tail eigenvalue (a 3-channel stem)."""
+        if self.family == "pareto":
+            return _pareto_entries(rng, shape, self.exponent)
+        if self.family == "student-t":
+            return rng.standard_t(self.exponent, size=shape)
+        rows, cols = shape[0], shape[1]
+        n_slices = math.prod(shape[2:])
+        k = _tail_size(min(rows, cols), self.tail_fraction)
+        scales = rng.permutation(_power_law_multipliers(rng, k * n_slices, self.exponent))
+        out = np.empty((rows, cols, n_slices), dtype=np.float32)
+        for i in range(n_slices):
+            out[:, :, i] = _planted(rng, rows, cols, np.sort(scales[i * k:(i + 1) * k]))
+        return out.reshape(shape)
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"family": self.family, "exponent": self.exponent}
+        if self.family == "spectrum":
+            d["tail_fraction"] = self.tail_fraction
+        return d
+
+
+def power_law_spectrum_matrix(rows: int, cols: int, alpha: float, *, seed: int = 0,
+                              rng: np.random.Generator | None = None, tail_fraction: float = 0.3,
+                              dtype: FloatDtype = np.float32) -> np.ndarray:
+    """An MP bulk with a planted power-law tail of exponent ``alpha`` (unit-variance scale).
+
+    ``G`` Gaussian (``rows × cols``), ``G = U S Vᵀ``; the eigenvalues ``λ = s²/N`` are sorted,
+    the largest ``k = ⌈tail_fraction · M⌉`` replaced by ``λ_c (1 − q)^(−1/(alpha−1))``
+    (``λ_c`` the largest eigenvalue kept: the tail starts where the bulk ends; ``q``
+    stratified uniforms, one in the middle half of each ``[j/k, (j+1)/k)``), and
+    ``W = U diag(√(λN)) Vᵀ``. Below the cut the ESD is Marchenko–Pastur; above it,
+    ``p(λ) ∝ λ^-alpha`` — what weightwatcher's fit measures.
+    """
+    if not alpha > 1:
+        raise ValueError("alpha must be > 1")
+    rng = rng if rng is not None else _rng(seed)
+    k = _tail_size(min(rows, cols), tail_fraction)
+    return _planted(rng, rows, cols, _power_law_multipliers(rng, k, alpha)).astype(dtype)
+
+
+def _tail_size(m: int, tail_fraction: float) -> int:
+    return min(m, max(1, math.ceil(tail_fraction * m)))
+
+
+def _power_law_multipliers(rng: np.random.Generator, k: int, alpha: float) -> np.ndarray:
+    """``k`` draws of ``X ≥ 1`` with density ``∝ x^-alpha``, sorted, stratified: one in the
+    middle half of each ``1/k`` of the CDF — a power-law sample without the clumps and holes
+    of i.i.d. draws (the fitted alpha scatters less) and without a lone giant at the top
+    (an i.i.d. maximum can sit orders of magnitude above the rest: "a bulk plus one spike")."""
+    q = (np.arange(k) + 0.25 + 0.5 * rng.random(k)) / k
+    return (1.0 - q) ** (-1.0 / (alpha - 1.0))
+
+
+def _planted(rng: np.random.Generator, rows: int, cols: int, multipliers: np.ndarray) -> np.ndarray:
+    """A Gaussian ``rows × cols`` matrix whose top ``len(multipliers)`` eigenvalues become
+    ``λ_c · multipliers`` (sorted ascending), ``λ_c`` the largest eigenvalue kept."""
+    n, m = max(rows, cols), min(rows, cols)
+    k = len(multipliers)
+    g = rng.standard_normal((n, m)).astype(np.float32)
+    u, sv, vt = np.linalg.svd(g, full_matrices=False)
+    lam = np.sort(sv.astype(np.float64) ** 2 / n)
+    cut = lam[m - k - 1] if m > k else lam[0]
+    lam[m - k:] = cut * np.sort(multipliers)
+    # u's columns go with sv in descending order; give the largest λ to the first column.
+    w = (u * np.sqrt(lam[::-1] * n).astype(np.float32)) @ vt
+    return (w if rows >= cols else w.T).astype(np.float32)
+
+
+#: What ``heavy_tailed=True`` means: an MP bulk with a planted α = 2.6 power-law tail.
+DEFAULT_HEAVY_TAIL = HeavyTail()
+
+
+def _values(name: str, spec: TensorSpec, *, seed: int, tail: HeavyTail | None) -> torch.Tensor:
     """The tensor a demo model stores under ``name`` (float32 maths, cast to spec.dtype)."""
     rng = _rng(_tensor_seed(seed, name))
     shape = spec.shape
@@ -536,8 +661,8 @@ def _values(name: str, spec: TensorSpec, *, seed: int, tail_exponent: float | No
         x = rng.uniform(0.5, 1.5, size=shape).astype(np.float32)
     elif spec.init == "ones":
         x = (1.0 + 0.02 * rng.standard_normal(shape, dtype=np.float32)).astype(np.float32)
-    elif spec.init == "normal" and len(shape) >= 2 and tail_exponent is not None:
-        x = (spec.std * _pareto_entries(rng, shape, tail_exponent)).astype(np.float32)
+    elif spec.init == "normal" and len(shape) >= 2 and tail is not None:
+        x = (spec.std * tail.matrix(rng, shape)).astype(np.float32)
     else:  # normal / small
         x = rng.standard_normal(shape, dtype=np.float32)
         x *= np.float32(spec.std)
@@ -545,43 +670,65 @@ def _values(name: str, spec: TensorSpec, *, seed: int, tail_exponent: float | No
     return t.to(_ST_TORCH[spec.dtype])
 
 
-def _tail(heavy_tailed: bool | float) -> float | None:
-    """``heavy_tailed``: False → Gaussian; True → Pareto entries with μ = 3; a number → μ."""
+HeavyTailed = bool | float | HeavyTail
+
+
+def _tail(heavy_tailed: HeavyTailed | None) -> HeavyTail | None:
+    """``heavy_tailed``: False → Gaussian; True → :data:`DEFAULT_HEAVY_TAIL` (a planted
+    α = 2.6 tail); a number → Pareto entries with that μ; a :class:`HeavyTail` → as given."""
     if heavy_tailed is False or heavy_tailed is None:
         return None
     if heavy_tailed is True:
-        return 3.0
-    return float(heavy_tailed)
+        return DEFAULT_HEAVY_TAIL
+    if isinstance(heavy_tailed, HeavyTail):
+        return heavy_tailed
+    return HeavyTail("pareto", float(heavy_tailed))
 
 
-def demo_state_dict(kind: DemoKind = "mlp", *, seed: int = 0, heavy_tailed: bool | float = False,
+def demo_state_dict(kind: DemoKind = "mlp", *, seed: int = 0, heavy_tailed: HeavyTailed = False,
                     width: int | None = None, layers: int | None = None,
-                    vocab: int | None = None, dtype: str = "F32") -> dict[str, torch.Tensor]:
+                    vocab: int | None = None, classes: int | None = None,
+                    stem: int | None = None, dtype: str = "F32") -> dict[str, torch.Tensor]:
     """The demo model's tensors in memory (same values :func:`make_demo_model` writes)."""
-    layout, _ = demo_layout(kind, width=width, layers=layers, vocab=vocab, dtype=dtype)
-    mu = _tail(heavy_tailed)
-    return {n: _values(n, s, seed=seed, tail_exponent=mu) for n, s in layout.items()}
+    layout, _ = demo_layout(kind, width=width, layers=layers, vocab=vocab, classes=classes,
+                            stem=stem, dtype=dtype)
+    tail = _tail(heavy_tailed)
+    return {n: _values(n, s, seed=seed, tail=tail) for n, s in layout.items()}
 
 
-def _write_config(folder: Path, config: Mapping[str, Any], extra: Mapping[str, Any]) -> None:
-    (folder / "config.json").write_text(json.dumps({**config, **extra}, indent=2) + "\n")
+def _write_config(folder: Path, config: Mapping[str, Any], demo: Mapping[str, Any],
+                  metadata: Mapping[str, Any] | None) -> None:
+    """``config.json``: the architecture's config plus ``hubscan_demo`` (how it was made,
+    and the caller's ``metadata``, e.g. a torchvision-style ``acc@1``)."""
+    record = {**demo, **(metadata or {})}
+    (folder / "config.json").write_text(json.dumps({**config, "hubscan_demo": record}, indent=2) + "\n")
+
+
+def _tail_record(tail: HeavyTail | None) -> dict[str, Any] | None:
+    return tail.as_dict() if tail is not None else None
 
 
 def make_demo_model(path: PathLike, kind: DemoKind = "mlp", *, seed: int = 0,
-                    heavy_tailed: bool | float = False, width: int | None = None,
-                    layers: int | None = None, vocab: int | None = None, dtype: str = "F32",
-                    fmt: Literal["safetensors", "bin"] = "safetensors") -> Path:
+                    heavy_tailed: HeavyTailed = False, width: int | None = None,
+                    layers: int | None = None, vocab: int | None = None,
+                    classes: int | None = None, stem: int | None = None, dtype: str = "F32",
+                    fmt: Literal["safetensors", "bin"] = "safetensors",
+                    metadata: Mapping[str, Any] | None = None) -> Path:
     """Write a small model folder: ``model.safetensors`` (or ``pytorch_model.bin``) + ``config.json``.
 
     Args:
         path: the folder to create (parents too).
-        kind, width, layers, vocab, dtype: see :func:`demo_layout`.
+        kind, width, layers, vocab, classes, stem, dtype: see :func:`demo_layout`.
         seed: values depend only on ``(seed, tensor name)``.
-        heavy_tailed: ``False`` → weight matrices have Gaussian entries (MP-like spectra,
-            large alpha); ``True`` → symmetric Pareto entries with μ = 3 (heavy-tailed ESD);
-            a float → that μ. Biases and norms are never heavy-tailed.
+        heavy_tailed: ``False`` → weight matrices have Gaussian entries (random-like:
+            an MP bulk, large alpha); ``True`` → :data:`DEFAULT_HEAVY_TAIL` (an MP bulk
+            continued by a planted α = 2.6 power-law tail: phase heavy-tailed, fitted α in
+            [2, 4]); a float → symmetric Pareto entries with that μ (HT-RMT, α grows with
+            μ); a :class:`HeavyTail` → as given. Biases and norms are never heavy-tailed.
         fmt: ``safetensors`` is written tensor by tensor (any size); ``bin`` uses
             ``torch.save`` of the whole state dict (keep those small).
+        metadata: extra keys for ``config.json``'s ``hubscan_demo`` record (the demo puts
+            its torchvision-style ``acc@1`` there).
 
     Returns:
         The folder (pass it to ``read_checkpoint``/``hubscan analyze``).
@@ -591,11 +738,12 @@ def make_demo_model(path: PathLike, kind: DemoKind = "mlp", *, seed: int = 0,
     """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    layout, config = demo_layout(kind, width=width, layers=layers, vocab=vocab, dtype=dtype)
-    mu = _tail(heavy_tailed)
+    layout, config = demo_layout(kind, width=width, layers=layers, vocab=vocab, classes=classes,
+                                 stem=stem, dtype=dtype)
+    tail = _tail(heavy_tailed)
 
     def produce(name: str, spec: TensorSpec) -> torch.Tensor:
-        return _values(name, spec, seed=seed, tail_exponent=mu)
+        return _values(name, spec, seed=seed, tail=tail)
 
     if fmt == "safetensors":
         write_safetensors_streaming(folder / "model.safetensors", layout, produce,
@@ -604,8 +752,8 @@ def make_demo_model(path: PathLike, kind: DemoKind = "mlp", *, seed: int = 0,
         torch.save({n: produce(n, s) for n, s in layout.items()}, folder / "pytorch_model.bin")
     else:
         raise ValueError(f"fmt must be 'safetensors' or 'bin', got {fmt!r}")
-    _write_config(folder, config, {"hubscan_demo": {"kind": kind, "seed": seed,
-                                                    "heavy_tailed": mu}})
+    _write_config(folder, config, {"kind": kind, "seed": seed, "heavy_tailed": _tail_record(tail)},
+                  metadata)
     return folder
 
 
@@ -629,10 +777,12 @@ def _split(layout: Mapping[str, TensorSpec], shards: int) -> list[list[str]]:
 
 
 def make_sharded_model(path: PathLike, kind: DemoKind = "gpt2", *, shards: int = 3,
-                       seed: int = 0, heavy_tailed: bool | float = False,
+                       seed: int = 0, heavy_tailed: HeavyTailed = False,
                        width: int | None = None, layers: int | None = None,
-                       vocab: int | None = None, dtype: str = "F32",
-                       fmt: Literal["safetensors", "bin"] = "safetensors") -> Path:
+                       vocab: int | None = None, classes: int | None = None,
+                       stem: int | None = None, dtype: str = "F32",
+                       fmt: Literal["safetensors", "bin"] = "safetensors",
+                       metadata: Mapping[str, Any] | None = None) -> Path:
     """Write a sharded model folder the way ``save_pretrained(max_shard_size=…)`` does.
 
     Files: ``model-0000k-of-0000n.safetensors`` and ``model.safetensors.index.json``
@@ -642,27 +792,28 @@ def make_sharded_model(path: PathLike, kind: DemoKind = "gpt2", *, shards: int =
     """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    layout, config = demo_layout(kind, width=width, layers=layers, vocab=vocab, dtype=dtype)
-    mu = _tail(heavy_tailed)
-    stem, ext = ("model", "safetensors") if fmt == "safetensors" else ("pytorch_model", "bin")
+    layout, config = demo_layout(kind, width=width, layers=layers, vocab=vocab, classes=classes,
+                                 stem=stem, dtype=dtype)
+    tail = _tail(heavy_tailed)
+    base, ext = ("model", "safetensors") if fmt == "safetensors" else ("pytorch_model", "bin")
     weight_map: dict[str, str] = {}
     for k, names in enumerate(_split(layout, shards), start=1):
-        shard = f"{stem}-{k:05d}-of-{shards:05d}.{ext}"
+        shard = f"{base}-{k:05d}-of-{shards:05d}.{ext}"
         part = {n: layout[n] for n in names}
         if fmt == "safetensors":
             write_safetensors_streaming(
                 folder / shard, part,
-                lambda n, s: _values(n, s, seed=seed, tail_exponent=mu),
+                lambda n, s: _values(n, s, seed=seed, tail=tail),
                 metadata={"format": "pt"})
         else:
-            torch.save({n: _values(n, s, seed=seed, tail_exponent=mu) for n, s in part.items()},
+            torch.save({n: _values(n, s, seed=seed, tail=tail) for n, s in part.items()},
                        folder / shard)
         weight_map.update({n: shard for n in names})
     index = {"metadata": {"total_size": sum(s.nbytes for s in layout.values())},
              "weight_map": weight_map}
-    (folder / f"{stem}.{ext}.index.json").write_text(json.dumps(index, indent=2) + "\n")
-    _write_config(folder, config, {"hubscan_demo": {"kind": kind, "seed": seed,
-                                                    "heavy_tailed": mu, "shards": shards}})
+    (folder / f"{base}.{ext}.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    _write_config(folder, config, {"kind": kind, "seed": seed, "heavy_tailed": _tail_record(tail),
+                                   "shards": shards}, metadata)
     return folder
 
 
@@ -696,9 +847,9 @@ def make_degenerate_model(path: PathLike, *, seed: int = 0) -> dict[str, str]:
 class DemoMLP(torch.nn.Module):
     """``fc1 … fcL`` Linear layers with ReLU between; names match the ``mlp`` layout."""
 
-    def __init__(self, width: int = 64, layers: int = 3) -> None:
+    def __init__(self, width: int = 64, layers: int = 3, classes: int = 10) -> None:
         super().__init__()
-        dims = [width] + [2 * width] * (layers - 1) + [10]
+        dims = [width] + [2 * width] * (layers - 1) + [classes]
         self.depth = layers
         for i in range(layers):
             setattr(self, f"fc{i + 1}", torch.nn.Linear(dims[i], dims[i + 1]))
@@ -729,9 +880,9 @@ class _Block(torch.nn.Module):
 class DemoCNN(torch.nn.Module):
     """A small ResNet; names match the ``cnn`` layout (torchvision's ResNet naming)."""
 
-    def __init__(self, width: int = 16, layers: int = 2, num_classes: int = 10) -> None:
+    def __init__(self, width: int = 16, layers: int = 2, num_classes: int = 10, stem: int = 3) -> None:
         super().__init__()
-        self.conv1 = torch.nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.conv1 = torch.nn.Conv2d(3, width, stem, padding=stem // 2, bias=False)
         self.bn1 = torch.nn.BatchNorm2d(width)
         c_in = width
         self.blocks = layers
@@ -748,15 +899,17 @@ class DemoCNN(torch.nn.Module):
 
 
 def build_demo_module(kind: DemoKind = "mlp", *, width: int | None = None,
-                      layers: int | None = None, vocab: int | None = None) -> torch.nn.Module:
+                      layers: int | None = None, vocab: int | None = None,
+                      classes: int | None = None, stem: int | None = None) -> torch.nn.Module:
     """An untrained ``torch.nn.Module`` whose ``state_dict`` names and shapes are the
     demo layout's (``transformers`` models for ``gpt2``/``bert-tiny``)."""
-    _, config = demo_layout(kind, width=width, layers=layers, vocab=vocab)
-    p = _DEFAULTS[kind] | {k: v for k, v in (("width", width), ("layers", layers)) if v is not None}
+    _, config = demo_layout(kind, width=width, layers=layers, vocab=vocab, classes=classes, stem=stem)
+    p = _DEFAULTS[kind] | {k: v for k, v in (("width", width), ("layers", layers),
+                                             ("classes", classes), ("stem", stem)) if v is not None}
     if kind == "mlp":
-        return DemoMLP(p["width"], p["layers"])
+        return DemoMLP(p["width"], p["layers"], p["classes"])
     if kind == "cnn":
-        return DemoCNN(p["width"], p["layers"])
+        return DemoCNN(p["width"], p["layers"], p["classes"], p["stem"])
     return _transformers_model(config)
 
 
@@ -787,9 +940,10 @@ def load_demo_module(path: PathLike) -> torch.nn.Module:
     if kind in ("mlp", "cnn"):
         if kind == "mlp":
             dims = config["hidden_sizes"]
-            module: torch.nn.Module = DemoMLP(dims[0], len(dims) - 1)
+            module: torch.nn.Module = DemoMLP(dims[0], len(dims) - 1, dims[-1])
         else:
-            module = DemoCNN(config["width"], config["num_blocks"])
+            module = DemoCNN(config["width"], config["num_blocks"], config.get("num_classes", 10),
+                             config.get("stem_kernel", 3))
         module.load_state_dict({k: v.float() if v.is_floating_point() else v
                                 for k, v in state.items()}, strict=True)
     else:

@@ -106,7 +106,7 @@ def model_json(repo: FakeRepo, *, expand: Sequence[str] | None, full: bool = Fal
         "gguf": lambda: repo.gguf_info(files),
         "config": lambda: repo.config(files),
         "usedStorage": lambda: sum(f.size for f in files.values()),
-        "cardData": lambda: {"tags": repo.tags},
+        "cardData": lambda: repo.card_data(files) or {"tags": repo.tags},
     }
     out: dict[str, Any] = {"_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24], "id": repo.repo_id}
     if expand:

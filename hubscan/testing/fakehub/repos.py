@@ -121,6 +121,23 @@ class FakeRepo:
         except ValueError:
             return None
 
+    def card_data(self, files: Mapping[str, FakeFile] | None = None) -> dict | None:
+        """The YAML front matter of ``README.md`` (the Hub's ``cardData``), or ``None``.
+
+        Parsed by ``huggingface_hub``'s own card parser, so what the client reads back
+        (``ModelInfo.card_data``: ``eval_results`` from ``model-index`` …) is what a card on
+        the Hub would give."""
+        f = (files or self.files).get("README.md")
+        if f is None or f.size > 1_000_000:
+            return None
+        try:
+            from huggingface_hub.repocard import RepoCard
+
+            data = RepoCard(b"".join(f.chunks(0, f.size)).decode(), ignore_metadata_errors=True).data.to_dict()
+        except Exception:  # noqa: BLE001 - a card the Hub could not parse shows no cardData
+            return None
+        return data or None
+
     def safetensors_info(self, files: Mapping[str, FakeFile] | None = None) -> dict | None:
         """Parameter counts per dtype over the top-level safetensors files (as the Hub does)."""
         params: dict[str, int] = {}
