@@ -64,6 +64,7 @@ from .safetensors import (
 __all__ = [
     "RemoteFile",
     "RemoteHeader",
+    "RangedFile",
     "stream_safetensors",
     "stream_gguf",
     "fetch_header",
@@ -172,7 +173,8 @@ class _Body:
     """
 
     def __init__(self, rf: RemoteFile, *, client: httpx2.Client, headers: dict[str, str],
-                 start: int = 0, end: int | None = None, stats: Any = None) -> None:
+                 start: int = 0, end: int | None = None, stats: Any = None,
+                 target: str | None = None) -> None:
         from ..net.http import current_policy, raise_for_hub_status, tracking
 
         self._raise = raise_for_hub_status
@@ -189,7 +191,7 @@ class _Body:
         self.resumes = 0
         self._no_progress = 0
         self._last_resume_pos = -1
-        self._target: str | None = None  # URL after redirects
+        self._target: str | None = target  # URL after redirects (a known CDN URL saves a resolve)
         self._resp: httpx2.Response | None = None
         self._chunks: Iterator[bytes] | None = None
         self._pending = memoryview(b"")
@@ -684,3 +686,92 @@ def download_file(
         body.close()
         if not ok:
             path.unlink(missing_ok=True)
+
+
+class RangedFile:
+    """Random access to the tensors of one remote safetensors file, in the fewest requests.
+
+    For reading *some* tensors of a file on demand — the base model's matrices while a
+    fine-tune streams past (``hubscan.analysis.deltas``) — without downloading the file. The
+    header comes by one Range request (``fetch_header``); the tensors ``wanted`` says will be
+    asked for are grouped into runs (neighbours closer than ``COALESCE_GAP``), and a ``read``
+    opens one Range request for the rest of its run, so the next tensors of the run continue
+    the same response. Asked in file order — a fine-tune and its base share the layout — a
+    file costs one header request plus one per run. Re-opened requests go straight to the CDN
+    URL the first one was redirected to (no ``resolve`` quota), back to the resolve URL if it
+    expired. Bytes are checked against the header's offsets; a partial read cannot be checked
+    against the file's sha256.
+
+    Args:
+        rf: the file.
+        wanted: ``f(name, shape, dtype) -> bool`` — the tensors that will be read (others can
+            still be read, one request each); None = all.
+    """
+
+    def __init__(self, rf: RemoteFile, *, wanted: Any = None, client: httpx2.Client | None = None,
+                 headers: Mapping[str, str] | None = None, stats: Any = None) -> None:
+        self.rf = rf
+        self._wanted = wanted
+        self._client = _client(client)
+        self._headers = _default_headers(headers)
+        self.stats = stats
+        self._hdr: RemoteHeader | None = None
+        self._by_name: dict[str, SafetensorsEntry] = {}
+        self._run_end: dict[str, int] = {}  # entry name -> end offset (absolute) of its run
+        self._body: _Body | None = None
+        self._body_end = 0
+        self._target: str | None = None
+
+    def _header(self) -> RemoteHeader:
+        if self._hdr is None:
+            hdr = fetch_header(self.rf, client=self._client, headers=self._headers, stats=self.stats)
+            self._hdr = hdr
+            self._by_name = {e.name: e for e in hdr.entries}
+            picked = sorted((e for e in hdr.entries
+                             if self._wanted is None or self._wanted(e.name, e.shape, e.dtype)),
+                            key=lambda e: e.begin)
+            runs: list[list[SafetensorsEntry]] = []
+            for e in picked:
+                if runs and e.begin - runs[-1][-1].end <= COALESCE_GAP:
+                    runs[-1].append(e)
+                else:
+                    runs.append([e])
+            for run in runs:
+                for e in run:
+                    self._run_end[e.name] = hdr.data_start + run[-1].end
+        return self._hdr
+
+    def names(self) -> dict[str, SafetensorsEntry]:
+        """Every tensor of the file (name → header entry); fetches the header once."""
+        self._header()
+        return dict(self._by_name)
+
+    def read(self, name: str) -> TensorRef:
+        """The tensor ``name``, loaded (``load()`` returns it).
+
+        Raises:
+            KeyError: the file has no such tensor.
+            MalformedCheckpoint, IntegrityError, TransientFetchError …: as ``stream_safetensors``.
+        """
+        hdr = self._header()
+        e = self._by_name[name]
+        start, end = hdr.data_start + e.begin, hdr.data_start + e.end
+        body = self._body
+        if body is None or body.pos > start or start - body.pos > COALESCE_GAP or end > self._body_end:
+            self.close()
+            run_end = max(self._run_end.get(name, end), end)
+            known = RemoteFile(self.rf.url, self.rf.path, hdr.size, hdr.sha256, self.rf.revision)
+            body = _Body(known, client=self._client, headers=self._headers, stats=self.stats,
+                         start=start, end=run_end, target=self._target)
+            self._target = body._target
+            self._body, self._body_end = body, run_end
+        if start > body.pos:
+            _skip_span(body, start - body.pos, None)
+        raw = _read_span(body, e.nbytes, None)
+        return _ref(self.rf, e, hdr.data_start, raw)
+
+    def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+        self._body = None
+        self._body_end = 0
