@@ -30,7 +30,7 @@ import torch
 
 from ..errors import HubscanError, SourceError
 from ..esd import distances as dist
-from ..esd.layers import LayerMatrix, classify
+from ..esd.layers import LayerMatrix, classify, longname_of
 from ..esd.powerlaw.fit import fit_power_law_batch
 from ..esd.spectral import Spectrum, eigenvalues, num_pl_spikes, resolve_device
 from ..options import AnalysisOptions, DeltaOptions
@@ -101,16 +101,20 @@ class DeltaPass:
         lookup: ``name -> TensorRef | None`` over the base (``sources.tensor_lookup``).
         base_row: ``delta_row_base(...)`` columns.
         config: the model's ``config.json`` (layer rules).
+        module_kinds: ``longname → module kind`` when the tensors come from an ``nn.Module``
+            (weightwatcher's module rules, as ``analyze_tensors``).
     """
 
     def __init__(self, ref: ModelRef, base: ModelRef, link: BaseLink | None, *,
                  options: AnalysisOptions, deltas: DeltaOptions, lookup: Any,
-                 base_row: Mapping[str, Any], config: Mapping[str, Any] | None = None) -> None:
+                 base_row: Mapping[str, Any], config: Mapping[str, Any] | None = None,
+                 module_kinds: Mapping[str, Any] | None = None) -> None:
         self.ref, self.base, self.link = ref, base, link
         self.options, self.deltas = options, deltas
         self.lookup = lookup
         self.base_row = dict(base_row)
         self.config = config
+        self.module_kinds = module_kinds
         self.device = resolve_device(options.device)
         self._rows: list[dict[str, Any]] = []
         self._pending: list[_PendingDiff] = []
@@ -118,23 +122,25 @@ class DeltaPass:
         self.seconds = 0.0  # computing (base reads excluded)
         self.read_seconds = 0.0  # reading base tensors
 
+    def _classify(self, name: str, shape: tuple[int, ...], dtype: str) -> Any:
+        module = None
+        if self.module_kinds is not None:
+            module = self.module_kinds.get(longname_of(name)) or "unknown"
+        try:
+            return classify(name, shape, dtype, options=self.options, config=self.config, module=module)
+        except (HubscanError, ValueError):
+            return None
+
     def wanted(self, name: str, shape: tuple[int, ...], dtype: str) -> bool:
         """The base tensors this pass will ask for: those the layer rules analyse."""
-        try:
-            return isinstance(classify(name, shape, dtype, options=self.options, config=self.config),
-                              LayerMatrix)
-        except (HubscanError, ValueError):
-            return False
+        return isinstance(self._classify(name, shape, dtype), LayerMatrix)
 
     # -- the stream
 
     def wrap(self, tensors: Iterable[TensorRef]) -> Iterator[TensorRef]:
         """The same tensors; loading an analysed matrix also measures it against the base."""
         for t in tensors:
-            try:
-                lm = classify(t.name, t.shape, t.dtype, options=self.options, config=self.config)
-            except (HubscanError, ValueError):
-                lm = None
+            lm = self._classify(t.name, t.shape, t.dtype)
             if isinstance(lm, LayerMatrix):
                 yield replace(t, load=self._measuring(t, lm))
             else:
