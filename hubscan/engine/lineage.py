@@ -168,15 +168,27 @@ def _lake_bases(lake: Any, wanted: Sequence[tuple[str, str]],
     return out
 
 
+def _links(ref: ModelRef) -> list[BaseLink]:
+    from .. import sources
+
+    links = list(ref.bases)
+    try:
+        links += [lk for lk in sources.adapter_links(ref) if lk not in links]
+    except Exception as exc:  # noqa: BLE001 - the next run asks again
+        log.warning("%s: adapter_config.json not read: %s: %s", ref.uri, type(exc).__name__, exc)
+    return links
+
+
 def record_links(lake: Any, refs: Iterable[ModelRef], *, scan_id: str | None = None) -> int:
     """Write ``lineage``/``evals`` rows for ``refs`` the lake has none for; returns rows written.
 
     For models a run skips because the lake holds them: their links and numbers come from
-    the listing, which costs nothing to record.
+    the listing, which costs nothing to record — but for an adapter's ``adapter_config.json``
+    (one small request, once: the next run finds the row).
     """
     from ..analysis.model import eval_rows, lineage_rows
 
-    refs = [r for r in refs if r.bases or r.evals]
+    refs = [r for r in refs if r.bases or r.evals or r.meta.get("adapter_config")]
     if not refs:
         return 0
     ids = [f"{r.source}\x1f{r.repo_id}\x1f{r.revision}" for r in refs]
@@ -194,7 +206,7 @@ def record_links(lake: Any, refs: Iterable[ModelRef], *, scan_id: str | None = N
     for r, k in zip(refs, ids):
         rows = by_source.setdefault(r.source, {"lineage": [], "evals": []})
         if k not in have["lineage"]:
-            rows["lineage"] += lineage_rows(r, scan_id=scan_id)
+            rows["lineage"] += lineage_rows(r, _links(r), scan_id=scan_id)
         if k not in have["evals"]:
             rows["evals"] += eval_rows(r, scan_id=scan_id)
     for source, tables in by_source.items():
