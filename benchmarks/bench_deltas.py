@@ -1,0 +1,133 @@
+"""What fine-tune deltas add to one model's analysis (goal: distances < 5 %).
+
+A BERT-shaped base model and a fine-tune of it (the base plus small noise) are written as
+local safetensors folders and served by the loopback hub. Each configuration analyses the
+fine-tune with ``analyze_model`` (default ``AnalysisOptions``, as a scan does) against the
+base, side by side in one run, rounds interleaved so that a disturbance hits every
+configuration alike; the median of the rounds is reported:
+
+- ``none``: no deltas (the reference);
+- ``raw+euclidean``: the default distances (one pass over both tensors);
+- ``+cka``: all three weightwatcher methods (CKA needs W^T W_base: one matrix product);
+- ``+esd``: distances and the ESD + power-law fit of W − W_base (one more eigen-solve).
+
+Local files isolate compute; the hub run adds what reading the base costs on the wire
+(Range requests: bytes fetched for the base vs its file size). Writes
+``benchmarks/results/deltas.json``.
+
+    python benchmarks/bench_deltas.py --width 512 --layers 4 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def write_pair(root: Path, width: int, layers: int) -> tuple[Path, Path]:
+    import torch
+
+    from hubscan.testing.checkpoints import demo_state_dict, write_safetensors
+
+    base = demo_state_dict("bert-tiny", width=width, layers=layers, vocab=4000, heavy_tailed=True)
+    g = torch.Generator().manual_seed(1)
+    ft = {k: (v + 0.01 * v.std() * torch.randn(v.shape, generator=g) if v.is_floating_point() and v.ndim > 1
+              else v.clone()) for k, v in base.items()}
+    out = []
+    for name, sd in (("base", base), ("ft", ft)):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        write_safetensors(root / name / "model.safetensors", sd)
+        out.append(root / name)
+    return out[0], out[1]
+
+
+CONFIGS = {
+    "none": None,
+    "raw+euclidean": {"distances": True, "methods": ("raw", "euclidean")},
+    "+cka": {"distances": True, "methods": ("raw", "euclidean", "cka")},
+    "+esd": {"distances": True, "methods": ("raw", "euclidean"), "esd": True},
+}
+
+
+def run(ft_ref, base_ref, rounds: int) -> dict[str, dict]:
+    from hubscan.analysis.model import analyze_model
+    from hubscan.options import AnalysisOptions, DeltaOptions
+    from hubscan.sources.base import FetchStats
+
+    opts = AnalysisOptions()
+    analyze_model(ft_ref, opts)  # warm-up: imports, compiled kernels
+    times: dict[str, list[float]] = {k: [] for k in CONFIGS}
+    info: dict[str, dict] = {}
+    for r in range(rounds):
+        order = list(CONFIGS)[r % len(CONFIGS):] + list(CONFIGS)[:r % len(CONFIGS)]
+        for name in order:
+            cfg = CONFIGS[name]
+            stats = FetchStats()
+            t0 = time.perf_counter()
+            res = analyze_model(ft_ref, opts, stats=stats, bases=(base_ref,) if cfg else (),
+                                deltas=DeltaOptions(**cfg) if cfg else None)
+            times[name].append(time.perf_counter() - t0)
+            info[name] = {"deltas_rows": len(res.deltas), "layers": len(res.layers),
+                          "bytes_fetched": int(res.model.get("bytes_fetched") or 0),
+                          "delta_s": sum(d.get("delta_s") or 0.0 for d in res.deltas)}
+    ref = statistics.median(times["none"])
+    return {k: {"median_s": statistics.median(v), "runs_s": v,
+                "overhead": statistics.median(v) / ref - 1.0, **info[k]} for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--width", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "deltas.json")
+    args = ap.parse_args()
+
+    from hubscan.sources import resolve
+    from hubscan.testing.fakehub import FakeHub
+
+    with tempfile.TemporaryDirectory(prefix="hubscan-bench-deltas-") as tmp:
+        root = Path(tmp)
+        base_dir, ft_dir = write_pair(root, args.width, args.layers)
+        size = (base_dir / "model.safetensors").stat().st_size
+        local = run(resolve(str(ft_dir))[0], resolve(str(base_dir))[0], args.rounds)
+        hub = FakeHub(idle_timeout=600).start()
+        try:
+            with hub.environ(root / "hub"):
+                hub.add_folder("bench/base", base_dir)
+                hub.add_folder("bench/ft", ft_dir)
+                remote = run(resolve("hf://bench/ft")[0], resolve("hf://bench/base")[0], args.rounds)
+                base_sent = hub.bytes_sent("cdn", repo="bench/base")
+        finally:
+            hub.stop()
+    result = {
+        "benchmark": "deltas", "width": args.width, "layers": args.layers, "rounds": args.rounds,
+        "base_file_bytes": size, "local": local, "hub": remote,
+        "hub_base_bytes_per_model": base_sent / (args.rounds * (len(CONFIGS) - 1)),
+        "python": sys.version.split()[0], "machine": platform.machine(), "cpus": os.cpu_count(),
+        "note": "ratios measured side by side in one run; the machine may be shared",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"base file {size / 1e6:.1f} MB; {local['none']['layers']} tensors, "
+          f"{local['raw+euclidean']['deltas_rows']} matrices compared")
+    for where, res in (("local", local), ("hub", remote)):
+        for k, v in res.items():
+            print(f"{where:5s} {k:14s} {v['median_s']:7.3f} s  {100 * v['overhead']:+6.1f} %  "
+                  f"fetched {v['bytes_fetched'] / 1e6:7.1f} MB")
+    print(f"hub: base bytes read per model with deltas {result['hub_base_bytes_per_model'] / 1e6:.1f} MB "
+          f"of a {size / 1e6:.1f} MB file")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
