@@ -2,9 +2,11 @@
 
 A BERT-shaped base model and a fine-tune of it (the base plus small noise) are written as
 local safetensors folders and served by the loopback hub. Each configuration analyses the
-fine-tune with ``analyze_model`` (default ``AnalysisOptions``, as a scan does) against the
-base, side by side in one run, rounds interleaved so that a disturbance hits every
-configuration alike; the median of the rounds is reported:
+fine-tune with ``analyze_model`` against the base, side by side in one run, rounds
+interleaved so that a disturbance hits every configuration alike; the median of the rounds
+is reported, for two analyses: ``default`` (``AnalysisOptions()``, what a scan does: solve,
+fit, MP fit, distribution comparisons) and ``solve`` (MP fit and comparisons off: the
+eigen-solve and the power-law fit only, the harshest reference):
 
 - ``none``: no deltas (the reference);
 - ``raw+euclidean``: the default distances (one pass over both tensors);
@@ -58,17 +60,17 @@ CONFIGS = {
 }
 
 
-def run(ft_ref, base_ref, rounds: int) -> dict[str, dict]:
+def run(ft_ref, base_ref, rounds: int, *, options, configs=tuple(CONFIGS), label: str = "") -> dict[str, dict]:
     from hubscan.analysis.model import analyze_model
-    from hubscan.options import AnalysisOptions, DeltaOptions
+    from hubscan.options import DeltaOptions
     from hubscan.sources.base import FetchStats
 
-    opts = AnalysisOptions()
+    opts = options
     analyze_model(ft_ref, opts)  # warm-up: imports, compiled kernels
-    times: dict[str, list[float]] = {k: [] for k in CONFIGS}
+    times: dict[str, list[float]] = {k: [] for k in configs}
     info: dict[str, dict] = {}
     for r in range(rounds):
-        order = list(CONFIGS)[r % len(CONFIGS):] + list(CONFIGS)[:r % len(CONFIGS)]
+        order = list(configs)[r % len(configs):] + list(configs)[:r % len(configs)]
         for name in order:
             cfg = CONFIGS[name]
             stats = FetchStats()
@@ -76,6 +78,7 @@ def run(ft_ref, base_ref, rounds: int) -> dict[str, dict]:
             res = analyze_model(ft_ref, opts, stats=stats, bases=(base_ref,) if cfg else (),
                                 deltas=DeltaOptions(**cfg) if cfg else None)
             times[name].append(time.perf_counter() - t0)
+            print(f"  {label} round {r + 1} {name}: {times[name][-1]:.2f} s", flush=True)
             info[name] = {"deltas_rows": len(res.deltas), "layers": len(res.layers),
                           "bytes_fetched": int(res.model.get("bytes_fetched") or 0),
                           "delta_s": sum(d.get("delta_s") or 0.0 for d in res.deltas)}
@@ -86,12 +89,13 @@ def run(ft_ref, base_ref, rounds: int) -> dict[str, dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--width", type=int, default=512)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--width", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "deltas.json")
     args = ap.parse_args()
 
+    from hubscan.options import AnalysisOptions
     from hubscan.sources import resolve
     from hubscan.testing.fakehub import FakeHub
 
@@ -99,20 +103,27 @@ def main() -> None:
         root = Path(tmp)
         base_dir, ft_dir = write_pair(root, args.width, args.layers)
         size = (base_dir / "model.safetensors").stat().st_size
-        local = run(resolve(str(ft_dir))[0], resolve(str(base_dir))[0], args.rounds)
+        ft, base = resolve(str(ft_dir))[0], resolve(str(base_dir))[0]
+        local = run(ft, base, args.rounds, options=AnalysisOptions(), label="default")
+        solve = run(ft, base, args.rounds, options=AnalysisOptions(mp_fit=False, compare=False),
+                    configs=("none", "raw+euclidean", "+cka"), label="solve")
         hub = FakeHub(idle_timeout=600).start()
         try:
             with hub.environ(root / "hub"):
                 hub.add_folder("bench/base", base_dir)
                 hub.add_folder("bench/ft", ft_dir)
-                remote = run(resolve("hf://bench/ft")[0], resolve("hf://bench/base")[0], args.rounds)
+                hub.reset_log()
+                remote = run(resolve("hf://bench/ft")[0], resolve("hf://bench/base")[0], args.rounds,
+                             options=AnalysisOptions(), configs=("none", "raw+euclidean"), label="hub")
                 base_sent = hub.bytes_sent("cdn", repo="bench/base")
+                base_requests = hub.count("cdn", repo="bench/base")
         finally:
             hub.stop()
     result = {
         "benchmark": "deltas", "width": args.width, "layers": args.layers, "rounds": args.rounds,
-        "base_file_bytes": size, "local": local, "hub": remote,
-        "hub_base_bytes_per_model": base_sent / (args.rounds * (len(CONFIGS) - 1)),
+        "base_file_bytes": size, "local": local, "local_solve_only": solve, "hub": remote,
+        "hub_base_bytes_per_model": base_sent / args.rounds,
+        "hub_base_requests_per_model": base_requests / args.rounds,
         "python": sys.version.split()[0], "machine": platform.machine(), "cpus": os.cpu_count(),
         "note": "ratios measured side by side in one run; the machine may be shared",
     }
@@ -120,7 +131,7 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"base file {size / 1e6:.1f} MB; {local['none']['layers']} tensors, "
           f"{local['raw+euclidean']['deltas_rows']} matrices compared")
-    for where, res in (("local", local), ("hub", remote)):
+    for where, res in (("local", local), ("solve", solve), ("hub", remote)):
         for k, v in res.items():
             print(f"{where:5s} {k:14s} {v['median_s']:7.3f} s  {100 * v['overhead']:+6.1f} %  "
                   f"fetched {v['bytes_fetched'] / 1e6:7.1f} MB")

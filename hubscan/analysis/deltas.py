@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import HubscanError, SourceError
+from ..errors import CheckpointError, HubscanError, SourceError
 from ..esd import distances as dist
 from ..esd.layers import LayerMatrix, classify, longname_of
 from ..esd.powerlaw.fit import fit_power_law_batch
@@ -168,7 +168,7 @@ class DeltaPass:
         try:
             bref = self.lookup.get(t.name)
             b = bref.load() if bref is not None else None
-        except SourceError as exc:  # the base is gone / gated / unreachable: stop asking
+        except (SourceError, CheckpointError) as exc:  # gone, gated, unreachable, a bad file: stop
             self._broken = f"base {self.base.uri} unreadable: {type(exc).__name__}: {exc}"
             self._rows.append(self._row(t, lm, status="error", message=self._broken))
             return

@@ -11,7 +11,11 @@ from the view's points (``quality_points``):
 
 - exact for n ≤ ``exact_up_to`` (every one of the n! pairings; n = 8 is 40,320), else
 - ``permutations`` random pairings from a seeded generator (reproducible), with the usual
-  ``(1 + #{|stat*| ≥ |stat|}) / (1 + B)`` so that p is never 0.
+  ``(1 + #{|stat*| ≥ |stat|}) / (1 + B)`` so that p is never 0;
+- except Kendall's tau for groups larger than ``kendall_permutations_up_to`` (200): a
+  pairing costs O(n²) there, so its p-value is the normal approximation with tie
+  corrections (``scipy.stats.kendalltau(method="asymptotic")``'s variance), and
+  ``p_kendall_method`` says so. Spearman's pairings cost O(n) and stay permutations.
 
 Both statistics are recomputed here from the points with the view's definitions (average
 ranks; tau-b with scipy's tie counts); a test checks view, this module and scipy agree.
@@ -27,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["Correlation", "correlations", "spearman", "kendall_tau_b", "permutation_p",
-           "PARTITION"]
+           "kendall_p_asymptotic", "PARTITION"]
 
 #: The columns that identify one correlation (a group × metric × reported metric).
 PARTITION = ("group_kind", "group_name", "analysis_version", "variant", "metric", "task",
@@ -59,6 +63,7 @@ class Correlation:
     p_spearman: float | None
     p_kendall: float | None
     permutations: int
+    p_kendall_method: str = "permutation"  # exact | permutation | asymptotic
 
     def as_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -105,18 +110,59 @@ def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
     return s / den if den > 0 else None
 
 
+def kendall_p_asymptotic(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Two-sided p of Kendall's tau from the normal approximation of (concordant −
+    discordant) with tie corrections — the variance ``scipy.stats.kendalltau`` uses for
+    ``method="asymptotic"``. None when a side is constant."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    n = len(x)
+    if n < 3:
+        return None
+
+    def ties(v: np.ndarray) -> tuple[int, float, float]:
+        _, cnt = np.unique(v, return_counts=True)
+        cnt = cnt[cnt > 1].astype(np.float64)
+        return (int((cnt * (cnt - 1) // 2).sum()), float((cnt * (cnt - 1) * (cnt - 2)).sum()),
+                float((cnt * (cnt - 1) * (2 * cnt + 5)).sum()))
+
+    xtie, x0, x1 = ties(x)
+    ytie, y0, y1 = ties(y)
+    tot = n * (n - 1) // 2
+    if xtie == tot or ytie == tot:
+        return None
+    s = _concordance(x, y)
+    m = n * (n - 1.0)
+    var = (m * (2 * n + 5) - x1 - y1) / 18 + (2 * xtie * ytie) / m + x0 * y0 / (9 * m * (n - 2))
+    return float(math.erfc(abs(s) / math.sqrt(var) / math.sqrt(2.0)))
+
+
+def _concordance(x: np.ndarray, y: np.ndarray) -> float:
+    """Σ_{i<j} sign(x_i − x_j)·sign(y_i − y_j), in row blocks (memory O(n·block))."""
+    total = 0.0
+    for i in range(0, len(x), 256):
+        sx = np.sign(x[i:i + 256, None] - x[None, :])
+        sy = np.sign(y[i:i + 256, None] - y[None, :])
+        total += float((sx * sy).sum())
+    return total / 2.0  # every pair counted twice (i, j) and (j, i); the diagonal is 0
+
+
 def permutation_p(x: Sequence[float], y: Sequence[float], *, permutations: int = 9999, seed: int = 0,
-                  exact_up_to: int = 8) -> tuple[float | None, float | None, int]:
+                  exact_up_to: int = 8, kendall_permutations_up_to: int = 200,
+                  ) -> tuple[float | None, float | None, int]:
     """Two-sided permutation p-values of Spearman's rho and Kendall's tau-b.
 
     Returns ``(p_spearman, p_kendall, B)`` with ``B = 0`` for the exact test. Pairings are
     permutations of ``y`` against ``x``; a pairing counts when its |statistic| is at least the
-    observed one (to 1e-12, so ties with the observed value count, as they must).
+    observed one (to 1e-12, so ties with the observed value count, as they must). Above
+    ``kendall_permutations_up_to`` models Kendall's p is ``kendall_p_asymptotic``.
     """
     x, y = np.asarray(x, float), np.asarray(y, float)
     n = len(x)
     rx, ry = _avg_ranks(x), _avg_ranks(y)
     rho = _pearson(rx, ry)
+    if n > kendall_permutations_up_to:
+        p_r, _, b = _spearman_only(rx, ry, rho, permutations=permutations, seed=seed)
+        return p_r, kendall_p_asymptotic(x, y), b
     tau = kendall_tau_b(x, y)
     if n < 2 or (rho is None and tau is None):
         return None, None, 0
@@ -156,8 +202,25 @@ def permutation_p(x: Sequence[float], y: Sequence[float], *, permutations: int =
     return p_r, p_t, B
 
 
+def _spearman_only(rx: np.ndarray, ry: np.ndarray, rho: float | None, *, permutations: int,
+                   seed: int) -> tuple[float | None, None, int]:
+    """The random-pairing p of Spearman's rho alone (large groups)."""
+    if rho is None:
+        return None, None, permutations
+    rng = np.random.default_rng(seed)
+    cx, cy = rx - rx.mean(), ry - ry.mean()
+    den = math.sqrt(float(cx @ cx) * float(cy @ cy))
+    hits = 0
+    for chunk in range(0, permutations, 512):
+        b = min(512, permutations - chunk)
+        P = np.argsort(rng.random((b, len(rx))), axis=1)
+        hits += int((np.abs((cy[P] @ cx) / den) >= abs(rho) - 1e-12).sum())
+    return (1 + hits) / (1 + permutations), None, permutations
+
+
 def correlations(con: Any, *, where: str | None = None, permutations: int = 9999, seed: int = 0,
-                 exact_up_to: int = 8, min_n: int = 3) -> list[Correlation]:
+                 exact_up_to: int = 8, min_n: int = 3,
+                 kendall_permutations_up_to: int = 200) -> list[Correlation]:
     """Every row of ``quality_correlations`` (optionally filtered by ``where``, SQL on its
     columns), with permutation p-values from ``quality_points``; ordered by group, metric.
 
@@ -191,11 +254,14 @@ def correlations(con: Any, *, where: str | None = None, permutations: int = 9999
     for r in rows:
         xs, ys = by_part.get(tuple(r[c] for c in PARTITION), ([], []))
         p_r, p_t, b = permutation_p(xs, ys, permutations=permutations, seed=seed,
-                                    exact_up_to=exact_up_to)
+                                    exact_up_to=exact_up_to,
+                                    kendall_permutations_up_to=kendall_permutations_up_to)
+        method = ("asymptotic" if len(xs) > kendall_permutations_up_to
+                  else "exact" if b == 0 else "permutation")
         out.append(Correlation(**{c: r[c] for c in PARTITION}, n=int(r["n"]),
                                spearman=_num(r["spearman"]), kendall=_num(r["kendall"]),
                                pearson=_num(r["pearson"]), p_spearman=p_r, p_kendall=p_t,
-                               permutations=b))
+                               permutations=b, p_kendall_method=method))
     return out
 
 

@@ -80,3 +80,23 @@ def test_state_dicts_with_a_missing_and_a_reshaped_tensor():
     assert t["x.weight"]["delta_raw"] == pytest.approx(np.sqrt(40 * 20))
     assert t["y.weight"]["status"] == "shape-mismatch"
     assert t["z.weight"]["status"] == "missing-in-base"
+
+
+def test_an_unreadable_base_fails_its_rows_once_never_the_model(tmp_path):
+    """A base whose file is malformed: one reason on every delta row, the model's own layers intact."""
+    from hubscan.analysis.model import analyze_model
+    from hubscan.options import AnalysisOptions, DeltaOptions
+    from hubscan.sources import resolve
+    from hubscan.testing import checkpoints as ck
+
+    (tmp_path / "ft").mkdir()
+    ck.write_safetensors(tmp_path / "ft" / "model.safetensors",
+                         {f"l{i}.weight": ck.gaussian_matrix(32, 16, seed=i) for i in range(3)})
+    (tmp_path / "base").mkdir()
+    ck.write_safetensors(tmp_path / "base" / "model.safetensors", {"l0.weight": ck.gaussian_matrix(32, 16)})
+    ft, base = resolve(str(tmp_path / "ft"))[0], resolve(str(tmp_path / "base"))[0]
+    ck.invalid_json_header(tmp_path / "base" / "model.safetensors")  # broken after it was resolved
+    res = analyze_model(ft, AnalysisOptions(compare=False), bases=(base,), deltas=DeltaOptions(distances=True))
+    assert res.model["status"] == "ok" and len(res.layers) == 3
+    assert [d["status"] for d in res.deltas] == ["error"] * 3
+    assert len({d["message"] for d in res.deltas}) == 1 and "unreadable" in res.deltas[0]["message"]

@@ -175,3 +175,19 @@ def test_base_model_groups(fakehub, tmp_path):
         "SELECT repo_id, alpha_mean FROM models").to_pylist()}
     xs = [alpha[k] for k in acc]
     assert rows[0]["spearman"] == pytest.approx(stats.spearmanr(xs, list(acc.values())).statistic)
+
+
+def test_large_groups_use_the_asymptotic_kendall_p():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(300)
+    y = np.round(0.2 * x + rng.standard_normal(300), 1)  # ties in y
+    p_r, p_t, b = permutation_p(x, y, permutations=2000, seed=0)
+    assert b == 2000
+    assert p_t == pytest.approx(stats.kendalltau(x, y, method="asymptotic").pvalue, rel=1e-9)
+    assert p_r == pytest.approx(stats.spearmanr(x, y).pvalue, abs=0.02)  # the t test is close here
+    from hubscan.lake.quality import kendall_p_asymptotic
+
+    small = np.arange(40.0)
+    noisy = small + rng.standard_normal(40) * 8
+    assert kendall_p_asymptotic(small, noisy) == pytest.approx(
+        stats.kendalltau(small, noisy, method="asymptotic").pvalue, rel=1e-9)
