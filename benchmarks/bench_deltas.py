@@ -14,8 +14,12 @@ eigen-solve and the power-law fit only, the harshest reference):
 - ``+esd``: distances and the ESD + power-law fit of W − W_base (one more eigen-solve).
 
 Local files isolate compute; the hub run adds what reading the base costs on the wire
-(Range requests: bytes fetched for the base vs its file size). Writes
-``benchmarks/results/deltas.json``.
+(Range requests: bytes fetched for the base vs its file size). Whole-model wall times on a
+shared machine are noisy, so two steadier figures come with them: the seconds the deltas
+themselves took inside each run (``delta_s``, summed over the rows), and a per-matrix
+micro-benchmark (one torch thread, best of 7) of the distances against the eigen-solve of
+the same matrix, by shape — distances are O(N·M), the solve O(N·M²), so the share falls
+with the width. Writes ``benchmarks/results/deltas.json``.
 
     python benchmarks/bench_deltas.py --width 512 --layers 4 --rounds 3
 """
@@ -87,6 +91,45 @@ def run(ft_ref, base_ref, rounds: int, *, options, configs=tuple(CONFIGS), label
                 "overhead": statistics.median(v) / ref - 1.0, **info[k]} for k, v in times.items()}
 
 
+def per_matrix(shapes=((256, 256), (1024, 256), (1024, 1024), (4096, 1024))) -> list[dict]:
+    """Seconds per matrix: distances (raw+euclidean; +cka), the eigen-solve, best of 7."""
+    import torch
+
+    from hubscan.analysis.deltas import tensor_distances
+    from hubscan.esd.layers import classify
+    from hubscan.esd.spectral import eigenvalues
+    from hubscan.options import AnalysisOptions
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = []
+    try:
+        for n, m in shapes:
+            W = torch.randn(n, m)
+            B = W + 0.01 * torch.randn(n, m)
+            lm = classify("x.weight", (n, m), "F32", options=AnalysisOptions())
+
+            def best(f) -> float:
+                f()
+                ts = []
+                for _ in range(7):
+                    t0 = time.perf_counter()
+                    f()
+                    ts.append(time.perf_counter() - t0)
+                return min(ts)
+
+            d = best(lambda: tensor_distances(W, B, kind="dense", methods=("raw", "euclidean")))
+            c = best(lambda: tensor_distances(W, B, kind="dense", methods=("raw", "euclidean", "cka")))
+            e = best(lambda: eigenvalues(W, lm))
+            out.append({"shape": [n, m], "distances_s": d, "with_cka_s": c, "solve_s": e,
+                        "distances_share": d / e, "with_cka_share": c / e})
+            print(f"  {n}x{m}: distances {d * 1e3:.2f} ms ({100 * d / e:.1f} % of the solve), "
+                  f"+cka {c * 1e3:.2f} ms ({100 * c / e:.0f} %), solve {e * 1e3:.1f} ms", flush=True)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=int, default=256)
@@ -99,6 +142,7 @@ def main() -> None:
     from hubscan.sources import resolve
     from hubscan.testing.fakehub import FakeHub
 
+    micro = per_matrix()
     with tempfile.TemporaryDirectory(prefix="hubscan-bench-deltas-") as tmp:
         root = Path(tmp)
         base_dir, ft_dir = write_pair(root, args.width, args.layers)
@@ -121,7 +165,7 @@ def main() -> None:
             hub.stop()
     result = {
         "benchmark": "deltas", "width": args.width, "layers": args.layers, "rounds": args.rounds,
-        "base_file_bytes": size, "local": local, "local_solve_only": solve, "hub": remote,
+        "base_file_bytes": size, "per_matrix": micro, "local": local, "local_solve_only": solve, "hub": remote,
         "hub_base_bytes_per_model": base_sent / args.rounds,
         "hub_base_requests_per_model": base_requests / args.rounds,
         "python": sys.version.split()[0], "machine": platform.machine(), "cpus": os.cpu_count(),

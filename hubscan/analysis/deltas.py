@@ -45,25 +45,33 @@ def tensor_distances(W: torch.Tensor, B: torch.Tensor, *, kind: str,
 
     Returns ``delta_raw`` / ``delta_euclidean`` / ``delta_cka`` (only the asked methods),
     ``base_norm`` (‖W_base‖_F), ``rel_delta`` (``delta_raw / base_norm``) and ``n_mats``.
+
+    One float64 difference serves ``raw`` and ``euclidean``: a Frobenius norm does not
+    depend on how weightwatcher orients a slice, so the per-matrix norms are those of the
+    difference's slices (a 2-D tensor is one matrix: ``euclidean == raw``). Only ``cka``,
+    which is not transpose-invariant, builds weightwatcher's matrices (``esd.distances``).
     """
     methods = set(methods)
-    A = W.detach().to(torch.float64)
-    Bb = B.detach().to(torch.float64)
-    out: dict[str, Any] = {}
-    raw = float(torch.linalg.vector_norm(A - Bb))
-    base_norm = float(torch.linalg.vector_norm(Bb))
+    D = W.detach().to(torch.float64)
+    D -= B.detach().to(torch.float64)
+    raw = float(torch.linalg.vector_norm(D))
+    base_norm = float(torch.linalg.vector_norm(B.detach(), dtype=torch.float64))
+    out: dict[str, Any] = {"base_norm": base_norm, "rel_delta": raw / base_norm if base_norm > 0 else None}
     if "raw" in methods:
         out["delta_raw"] = raw
-    out["base_norm"] = base_norm
-    out["rel_delta"] = raw / base_norm if base_norm > 0 else None
-    mats_a = dist.ww_matrices(A, kind=kind)
-    out["n_mats"] = int(mats_a.shape[0])
-    if methods & {"euclidean", "cka"}:
-        mats_b = dist.ww_matrices(Bb, kind=kind)
-        for m in ("euclidean", "cka"):
-            if m in methods:
-                d = dist.matrix_distance(mats_a, mats_b, m)
-                out[f"delta_{m}"] = float(d.sum() / d.numel())
+    if D.dim() <= 2:
+        out["n_mats"] = 1
+        if "euclidean" in methods:
+            out["delta_euclidean"] = raw
+    else:  # (out, in, k) / (out, in, kh, kw): one matrix per trailing position
+        per = torch.linalg.vector_norm(D.reshape(D.shape[0], D.shape[1], -1), dim=(0, 1))
+        out["n_mats"] = int(per.numel())
+        if "euclidean" in methods:
+            out["delta_euclidean"] = float(per.sum() / per.numel())
+    del D
+    if "cka" in methods:
+        d = dist.matrix_distance(dist.ww_matrices(W, kind=kind), dist.ww_matrices(B, kind=kind), "cka")
+        out["delta_cka"] = float(d.sum() / d.numel())
     return out
 
 
