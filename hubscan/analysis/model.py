@@ -152,14 +152,12 @@ def analyze_model(
 
         fail("plan", None, NotFound(f"{ref.uri}: no weight files"), 1)
 
-    links = list(ref.bases)
-    try:
-        from ..sources import adapter_links
+    from ..sources.lineage import adapter_links
 
-        links += [lk for lk in adapter_links(ref, stats=stats) if lk not in links]
-    except Exception as exc:  # noqa: BLE001 - a side fact: never fails (or re-opens) the model
-        if not is_transient(exc):
-            fail("lineage", None, exc, 1)
+    # an adapter's base, from its adapter_config.json: fetched once per model (and kept for
+    # the LoRA scale the analysis needs), never failing the model
+    links = list(ref.bases)
+    links += [lk for lk in adapter_links(_adapter_config(ref, stats)) if lk not in links]
     passes = _delta_passes(ref, bases, links, options, deltas, key=key, now=now,
                            allow_bin=allow_bin, stats=stats)
     delta_rows: list[dict[str, Any]] = []

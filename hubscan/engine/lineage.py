@@ -188,7 +188,7 @@ def record_links(lake: Any, refs: Iterable[ModelRef], *, scan_id: str | None = N
     """
     from ..analysis.model import eval_rows, lineage_rows
 
-    refs = [r for r in refs if r.bases or r.evals or r.meta.get("adapter_config")]
+    refs = [r for r in refs if r.bases or r.evals or r.meta.get("adapter")]
     if not refs:
         return 0
     ids = [f"{r.source}\x1f{r.repo_id}\x1f{r.revision}" for r in refs]

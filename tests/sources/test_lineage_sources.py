@@ -50,7 +50,7 @@ def test_hub_listing_and_resolve_carry_bases_and_evals(fakehub):
     assert {(lk.base_repo_id, lk.relation, lk.origin) for lk in refs[fam.HEAVY].bases} == {
         (fam.BASE, "finetune", "hub:baseModels"), (fam.BASE, "finetune", "card:base_model")}
     assert {lk.relation for lk in refs[fam.FP16].bases} == {"quantized"}
-    assert refs[fam.LORA].bases == () and refs[fam.LORA].meta["adapter_config"] is True
+    assert refs[fam.LORA].bases == () and refs[fam.LORA].meta["adapter"] is True
     assert [(e.metric, e.value) for e in refs[fam.HEAVY].evals] == [("accuracy", 0.62)]
     assert refs[fam.BASE].bases == ()
     # the adapter's base comes from its adapter_config.json, at its pinned commit (1 request)
