@@ -5,6 +5,8 @@ pays for what it uses; ``dir(hubscan)`` and notebook completion list every name)
 
 - ``analyze(path_or_module, convention="ww", **options) -> pyarrow.Table`` — one row per
   weight matrix, the ``layers`` columns (a weightwatcher-like call for notebooks).
+- ``deltas(model, base) -> pyarrow.Table`` — how far each matrix moved from the base's
+  (weightwatcher ``distances()`` raw/euclidean/CKA; ``esd=True``: the fit of ``W − W_base``).
 - ``fit_power_law(evals, fitter="ww", ...) -> PowerLawFit`` and ``fit_power_law_batch``;
   ``k_select``, ``ks_curve``.
 - ``distribution_compare`` — power law vs alternatives (METHOD.md §4);
@@ -25,6 +27,7 @@ __version__ = "0.1.0"
 #: public name → the module that defines it
 _LAZY = {
     "analyze": "hubscan.api",
+    "deltas": "hubscan.api",
     "fit_power_law": "hubscan.esd.powerlaw.fit",
     "fit_power_law_batch": "hubscan.esd.powerlaw.fit",
     "PowerLawFit": "hubscan.esd.powerlaw.fit",
@@ -42,14 +45,14 @@ _LAZY = {
 }
 
 __all__ = [
-    "AnalysisOptions", "Lake", "ModelRef", "PowerLawFit", "TensorRef", "WeightFile", "analyze",
+    "AnalysisOptions", "Lake", "ModelRef", "PowerLawFit", "TensorRef", "WeightFile", "analyze", "deltas",
     "distribution_compare", "errors", "fit_power_law", "fit_power_law_batch", "k_select",
     "ks_curve", "pareto_calibration", "read_checkpoint", "__version__",
 ]
 
 if _typing.TYPE_CHECKING:  # static analysers and IDEs see the real objects
     from . import errors
-    from .api import analyze
+    from .api import analyze, deltas
     from .esd.calibration import pareto_calibration
     from .esd.compare import distribution_compare
     from .esd.powerlaw.fit import (

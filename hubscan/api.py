@@ -23,7 +23,7 @@ from .esd.layers import ModuleKind, dtype_string, module_kind
 from .options import AnalysisOptions
 from .refs import TensorRef
 
-__all__ = ["analyze"]
+__all__ = ["analyze", "deltas"]
 
 def analyze(obj: Any, *, convention: str = "ww", config: Mapping[str, Any] | None = None,
             **option_overrides: Any):
@@ -77,12 +77,72 @@ def analyze(obj: Any, *, convention: str = "ww", config: Mapping[str, Any] | Non
     return _to_table(rows)
 
 
-def _to_table(rows: list[dict[str, Any]]):
+def deltas(model: Any, base: Any, *, methods: tuple[str, ...] = ("raw", "euclidean", "cka"),
+           esd: bool = False, convention: str = "ww", **option_overrides: Any):
+    """How far each weight matrix of ``model`` moved from ``base``'s: one row per matrix.
+
+    The notebook form of a scan's fine-tune deltas, and of weightwatcher's
+    ``WeightWatcher().distances(model, base, method=…)`` (all three methods at once) and
+    ``analyze(base_model=…)`` (``esd=True``: the ESD and power-law fit of ``W − W_base``).
+
+    Args:
+        model, base: paths, ``nn.Module``s or state dicts (as ``analyze``); matched by tensor
+            name, the layer set as ``analyze`` picks it (weightwatcher's for modules).
+        methods: of ``raw``, ``euclidean``, ``cka`` (``hubscan.esd.distances``).
+        esd: also fit the ESD of ``W − W_base`` (columns ``diff_*``).
+        convention, **option_overrides: ``AnalysisOptions`` (skip rules, fitter, device).
+
+    Returns:
+        ``pyarrow.Table`` with the ``deltas`` schema's columns (all nullable here; the model
+        and base identity columns are NULL): ``tensor``, ``kind``, ``shape``, ``n_mats``,
+        ``status``, ``delta_raw``, ``delta_euclidean``, ``delta_cka``, ``base_norm``,
+        ``rel_delta``, ``diff_alpha`` …
+
+    Example:
+        >>> t = hubscan.deltas(finetuned, pretrained)                    # doctest: +SKIP
+        >>> t.to_pandas().sort_values("rel_delta", ascending=False).head()
+    """
+    from .analysis.deltas import DeltaPass
+    from .options import DeltaOptions
+    from .refs import ModelRef
+
+    options = AnalysisOptions(convention=convention, **option_overrides)
+    tensors, config, kinds = _tensors_of(model)
+    base_tensors = {t.name: t for t in _tensors_of(base)[0]}
+
+    class _Lookup:
+        def get(self, name: str) -> TensorRef | None:
+            return base_tensors.get(name)
+
+    ref = ModelRef(source="local", repo_id="model", revision="-", config=config)
+    dp = DeltaPass(ref, ModelRef(source="local", repo_id="base", revision="-"), None, options=options,
+                   deltas=DeltaOptions(distances=True, methods=tuple(methods), esd=esd), lookup=_Lookup(),
+                   base_row={}, config=config, module_kinds=kinds)
+    for t in dp.wrap(tensors):
+        if t.load is not None and dp.wanted(t.name, t.shape, t.dtype):
+            t.load()  # loading a wanted matrix measures it against the base
+    rows = [{k: v for k, v in r.items() if k not in ("file",)} for r in dp.take_rows()]
+    return _to_table(rows, table="deltas")
+
+
+def _tensors_of(obj: Any) -> tuple[list[TensorRef], Mapping[str, Any] | None, dict[str, ModuleKind] | None]:
+    if isinstance(obj, (str, os.PathLike)):
+        tensors, config, _, _ = _from_path(Path(obj), None)
+        return tensors, config, None
+    if isinstance(obj, torch.nn.Module):
+        tensors, kinds = _from_module(obj)
+        return tensors, None, kinds
+    if isinstance(obj, Mapping):
+        return _from_state_dict(obj), None, None
+    raise TypeError(f"deltas() takes paths, nn.Modules or state dicts, not {type(obj).__name__}")
+
+
+def _to_table(rows: list[dict[str, Any]], *, table: str = "layers"):
     import pyarrow as pa
 
     from .lake.schema import default_registry, rows_to_table
 
-    schema = default_registry()["layers"]
+    schema = default_registry()[table]
     relaxed = pa.schema([f.with_nullable(True) for f in schema.arrow], metadata=schema.arrow.metadata)
     return rows_to_table(dataclasses.replace(schema, arrow=relaxed), rows)
 

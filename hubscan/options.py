@@ -15,7 +15,7 @@ from typing import Literal
 
 from .refs import short_hash
 
-__all__ = ["AnalysisOptions", "Convention", "ANALYSIS_CODE_VERSION"]
+__all__ = ["AnalysisOptions", "DeltaOptions", "DISTANCE_METHODS", "Convention", "ANALYSIS_CODE_VERSION"]
 
 #: Bump when any computed number changes for the same options (new metric, bug fix).
 ANALYSIS_CODE_VERSION = "1"
@@ -80,3 +80,40 @@ class AnalysisOptions:
         """``<code version>-<convention>-<hash of numeric options>``, e.g. ``1-ww-3fa2c1d0``."""
         digest = short_hash(json.dumps(self.numeric_dict(), sort_keys=True), 8)
         return f"{ANALYSIS_CODE_VERSION}-{self.convention}-{digest}"
+
+
+#: weightwatcher ``distances()`` methods (``hubscan.esd.distances``).
+DISTANCE_METHODS = ("raw", "euclidean", "cka")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeltaOptions:
+    """Fine-tune deltas: what is computed for a model whose base model is known (a spec's
+    ``[deltas]`` table; docs/metrics.md "Fine-tune deltas").
+
+    Not part of ``analysis_version``: the layer rows of a model do not depend on them, so
+    turning deltas on never re-keys (or re-downloads) what the lake holds.
+
+    Attributes:
+        distances: read the base's same-named tensors (Range reads, never the whole base) and
+            write a ``deltas`` row per matrix with weightwatcher's ``distances()``.
+        methods: which of ``raw``, ``euclidean``, ``cka``. ``raw``/``euclidean`` cost one pass
+            over the weights; ``cka`` one matrix product per matrix (about an eigen-solve).
+        esd: also the ESD and power-law fit of ``W − W_base`` (weightwatcher ``base_model=``):
+            one more eigen-solve per matrix.
+    """
+
+    distances: bool = False
+    methods: tuple[str, ...] = ("raw", "euclidean")
+    esd: bool = False
+
+    def __post_init__(self) -> None:
+        methods = tuple(self.methods)
+        bad = [m for m in methods if m not in DISTANCE_METHODS]
+        if bad or not methods:
+            raise ValueError(f"methods must be a non-empty subset of {DISTANCE_METHODS}, not {list(self.methods)}")
+        object.__setattr__(self, "methods", methods)
+
+    @property
+    def enabled(self) -> bool:
+        return self.distances or self.esd

@@ -13,9 +13,57 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["ModelRef", "QuantInfo", "SourceName", "TensorRef", "WeightFile", "model_key"]
+__all__ = ["BaseLink", "EvalRecord", "ModelRef", "QuantInfo", "RELATIONS", "Relation", "SourceName", "TensorRef",
+           "WeightFile", "model_key"]
 
 SourceName = Literal["local", "hf", "tv"]
+#: How a model derives from its base (the Hub's ``base_model_relation`` vocabulary).
+Relation = Literal["finetune", "adapter", "merge", "quantized"]
+RELATIONS: tuple[str, ...] = ("finetune", "adapter", "merge", "quantized")
+
+
+@dataclass(frozen=True)
+class BaseLink:
+    """One base model a model was derived from, how, and who says so (a ``lineage`` row).
+
+    Attributes:
+        base_source: the base's source (``hf``, ``tv``, ``local``), or ``path`` for an adapter
+            config that names a folder on its author's disk.
+        base_repo_id: the base's id in that source (``google-bert/bert-base-uncased``,
+            ``resnet50``), as the origin spells it.
+        relation: ``finetune`` | ``adapter`` | ``merge`` | ``quantized``.
+        origin: where the link comes from: ``hub:baseModels`` (the Hub's model tree),
+            ``card:base_model`` (the card's YAML), ``adapter_config`` (PEFT's
+            ``base_model_name_or_path``), ``torchvision:unquantized`` (a quantized weight enum's
+            ``unquantized`` entry).
+        base_revision: the base's revision when the origin pins it (torchvision weights do).
+    """
+
+    base_source: str
+    base_repo_id: str
+    relation: str
+    origin: str
+    base_revision: str | None = None
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One reported quality number of a model (an ``evals`` row without its model).
+
+    ``task``/``dataset``/``metric`` use the card's ``model-index`` vocabulary (``task.type``,
+    ``dataset.type``, ``metrics[].type``); torchvision's are ``image-classification`` /
+    ``ImageNet-1K`` / ``acc@1``. ``origin`` says where the number was read.
+    """
+
+    metric: str
+    value: float
+    origin: str
+    task: str | None = None
+    dataset: str | None = None
+    dataset_config: str | None = None
+    dataset_split: str | None = None
+    metric_name: str | None = None
+    verified: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +110,10 @@ class ModelRef:
     # Excluded from hash/eq: dicts are unhashable and metadata does not identify a model.
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     config: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    # What the source says the model derives from, and the quality numbers it reports
+    # (``lineage`` and ``evals`` rows). Listing facts, not identity: excluded from hash/eq.
+    bases: tuple[BaseLink, ...] = field(default=(), hash=False, compare=False)
+    evals: tuple[EvalRecord, ...] = field(default=(), hash=False, compare=False)
 
     @property
     def total_bytes(self) -> int:

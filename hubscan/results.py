@@ -37,6 +37,9 @@ class ModelResult:
     layers: list[dict[str, Any]] = field(default_factory=list)
     spectra: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    deltas: list[dict[str, Any]] = field(default_factory=list)
     source: str = "local"
     scan_date: str = ""  # YYYY-MM-DD partition value
 

@@ -156,3 +156,198 @@ SELECT m.source, m.repo_id, m.analysis_version,
        s.* EXCLUDE (model_key)
 FROM models AS m
 LEFT JOIN model_summary AS s ON s.model_key = m.model_key;
+
+-- ---------------------------------------------------------------------------------------------
+-- Lineage, fine-tune deltas and quality (docs/lake.md "Lineage and quality")
+-- ---------------------------------------------------------------------------------------------
+
+-- Base-model links, one per key (model revision, base, origin). Not filtered by commit: a link
+-- is a fact of the listing, true whether or not the model's analysis committed.
+CREATE OR REPLACE VIEW lineage AS
+SELECT * FROM raw_lineage
+QUALIFY row_number() OVER (PARTITION BY source, repo_id, revision, base_source, base_repo_id, origin
+                           ORDER BY written_at DESC, source DESC, scan_date DESC) = 1;
+
+-- One link per (model revision, base): the origins that name it merged, the relation of the
+-- most authoritative one (the Hub's model tree, then the card, the adapter config, torchvision).
+CREATE OR REPLACE VIEW lineage_links AS
+SELECT source, repo_id, revision, base_source, base_repo_id,
+       arg_min(base_revision, p) AS base_revision,
+       arg_min(relation, p) AS relation,
+       list(origin ORDER BY p) AS origins,
+       max(written_at) AS written_at
+FROM (SELECT *, CASE origin WHEN 'hub:baseModels' THEN 0 WHEN 'card:base_model' THEN 1
+                            WHEN 'adapter_config' THEN 2 ELSE 3 END AS p
+      FROM lineage)
+GROUP BY source, repo_id, revision, base_source, base_repo_id;
+
+-- Every analysed model with a base that the lake holds under the same analysis version: the
+-- base's pinned revision when the link pins one, else its latest analysed revision.
+CREATE OR REPLACE VIEW model_bases AS
+SELECT m.model_key, m.source, m.repo_id, m.revision, m.analysis_version, l.relation,
+       l.base_source, l.base_repo_id, b.revision AS base_revision, b.model_key AS base_model_key
+FROM models AS m
+JOIN lineage_links AS l ON l.source = m.source AND l.repo_id = m.repo_id AND l.revision = m.revision
+JOIN models AS b ON b.source = l.base_source AND b.repo_id = l.base_repo_id
+                AND b.analysis_version = m.analysis_version
+                AND (l.base_revision IS NULL AND b.model_key IN (SELECT model_key FROM models_latest)
+                     OR b.revision = l.base_revision);
+
+-- Distance rows of committed models (weightwatcher distances(), per tensor).
+CREATE OR REPLACE VIEW deltas AS
+SELECT * FROM raw_deltas
+WHERE model_key IN (SELECT model_key FROM raw_models)
+QUALIFY row_number() OVER (PARTITION BY model_key, base_source, base_repo_id, base_revision, tensor
+                           ORDER BY written_at DESC, source DESC, scan_date DESC) = 1;
+
+-- Per layer of a model (latest revision) and its base in the lake, matched by tensor name:
+-- the change of alpha, log_norm and log_spectral_norm, the distances where computed, and ranks
+-- (1 = the layer that moved most: by |delta_alpha|, and by the relative Frobenius move).
+CREATE OR REPLACE VIEW finetune_deltas AS
+WITH p AS (
+    SELECT mb.*, f.tensor, f.longname, f.layer_id, f.file, f.kind, f.N, f.M,
+           CASE WHEN f.status = 'ok' AND NOT isnan(f.alpha) THEN f.alpha END AS alpha,
+           CASE WHEN b.status = 'ok' AND NOT isnan(b.alpha) THEN b.alpha END AS base_alpha,
+           f.log_norm, b.log_norm AS base_log_norm,
+           f.log_spectral_norm, b.log_spectral_norm AS base_log_spectral_norm
+    FROM model_bases AS mb
+    JOIN layers AS f ON f.model_key = mb.model_key
+    JOIN layers AS b ON b.model_key = mb.base_model_key AND b.tensor = f.tensor
+    WHERE mb.model_key IN (SELECT model_key FROM models_latest)
+      AND f.status IN ('ok', 'fit-failed') AND b.status IN ('ok', 'fit-failed')
+)
+SELECT p.model_key, p.repo_id, p.revision, p.relation, p.base_model_key, p.base_repo_id,
+       p.base_revision, p.analysis_version, p.tensor, p.longname, p.layer_id, p.file, p.kind,
+       p.N, p.M, p.alpha, p.base_alpha, p.alpha - p.base_alpha AS delta_alpha,
+       p.log_norm, p.base_log_norm, p.log_norm - p.base_log_norm AS delta_log_norm,
+       p.log_spectral_norm, p.base_log_spectral_norm,
+       p.log_spectral_norm - p.base_log_spectral_norm AS delta_log_spectral_norm,
+       d.delta_raw, d.delta_euclidean, d.delta_cka, d.rel_delta,
+       d.diff_alpha, d.diff_log_norm, d.diff_log_spectral_norm,
+       rank() OVER (PARTITION BY p.model_key, p.base_model_key
+                    ORDER BY abs(p.alpha - p.base_alpha) DESC NULLS LAST) AS delta_alpha_rank,
+       CASE WHEN d.rel_delta IS NOT NULL THEN
+           rank() OVER (PARTITION BY p.model_key, p.base_model_key
+                        ORDER BY d.rel_delta DESC NULLS LAST) END AS move_rank
+FROM p
+LEFT JOIN deltas AS d ON d.model_key = p.model_key AND d.base_source = p.base_source
+                     AND d.base_repo_id = p.base_repo_id AND d.base_revision = p.base_revision
+                     AND d.tensor = p.tensor;
+
+-- Reported quality numbers, one per key.
+CREATE OR REPLACE VIEW evals AS
+SELECT * FROM raw_evals
+QUALIFY row_number() OVER (PARTITION BY source, repo_id, revision, task, dataset, dataset_config,
+                                        dataset_split, metric, origin
+                           ORDER BY written_at DESC, source DESC, scan_date DESC) = 1;
+
+-- The numbers of each latest analysed model: rows for its revision or for every revision
+-- (revision NULL); one value per (task, dataset, config, split, metric): a user CSV wins over
+-- the card, the card over torchvision's enums, then the newest.
+CREATE OR REPLACE VIEW model_evals AS
+SELECT m.model_key, m.source, m.repo_id, m.revision, m.analysis_version,
+       e.task, e.dataset, e.dataset_config, e.dataset_split, e.metric, e.metric_name, e.value,
+       e.verified, e.origin
+FROM models_latest AS m
+JOIN evals AS e ON e.source = m.source AND e.repo_id = m.repo_id
+               AND (e.revision IS NULL OR e.revision = m.revision)
+QUALIFY row_number() OVER (
+    PARTITION BY m.model_key, e.task, e.dataset, e.dataset_config, e.dataset_split, e.metric
+    ORDER BY CASE WHEN e.origin LIKE 'csv%' THEN 0 WHEN e.origin LIKE 'card%' THEN 1 ELSE 2 END,
+             e.written_at DESC) = 1;
+
+-- Model-level spectral metrics in long form, over all layers ('all') and over all but the last
+-- analysed dense layer ('no_last_fc': the seeds leave VGG's final classifier out). Same rules as
+-- model_summary: alpha-based means over valid fits, log_norm over every analysed matrix.
+-- "Last" = the greatest (file, layer_id): layer ids restart in each shard.
+CREATE OR REPLACE VIEW model_metrics AS
+WITH l AS (
+    SELECT model_key, alpha, alpha_weighted, log_norm, log_alpha_norm,
+           (status = 'ok' AND alpha IS NOT NULL AND NOT isnan(alpha)) AS valid,
+           (status IN ('ok', 'fit-failed')) AS analysed,
+           (status IN ('ok', 'fit-failed') AND kind = 'dense') AS fc,
+           row_number() OVER (PARTITION BY model_key, (status IN ('ok', 'fit-failed') AND kind = 'dense')
+                              ORDER BY file DESC, layer_id DESC) AS from_end
+    FROM layers
+    WHERE model_key IN (SELECT model_key FROM models_latest)
+), a AS (
+    SELECT l.model_key, v.variant,
+           avg(alpha) FILTER (WHERE valid)                                      AS alpha_mean,
+           avg(alpha_weighted) FILTER (WHERE valid AND NOT isnan(alpha_weighted)) AS alpha_weighted_mean,
+           avg(log_norm) FILTER (WHERE analysed AND NOT isnan(log_norm))        AS log_norm_mean,
+           avg(log_alpha_norm) FILTER (WHERE valid AND NOT isnan(log_alpha_norm)) AS log_alpha_norm_mean
+    FROM l CROSS JOIN (VALUES ('all'), ('no_last_fc')) AS v(variant)
+    WHERE v.variant = 'all' OR NOT (l.fc AND l.from_end = 1)
+    GROUP BY l.model_key, v.variant
+)
+UNPIVOT a ON alpha_mean, alpha_weighted_mean, log_norm_mean, log_alpha_norm_mean
+INTO NAME metric VALUE value;
+
+-- The groups models are compared within: their family (config model_type, torchvision's
+-- series, else the leading letters of the name: vgg11 -> vgg) and their base-model group (the
+-- base a model derives from, a base model standing for its own group).
+CREATE OR REPLACE VIEW model_groups AS
+SELECT m.model_key, 'family' AS group_kind,
+       coalesce(m.model_type, nullif(regexp_extract(lower(regexp_replace(m.repo_id, '^.*/', '')),
+                                                    '^[a-z]+', 0), ''), m.repo_id) AS group_name
+FROM models_latest AS m
+UNION ALL
+SELECT m.model_key, 'base_model' AS group_kind,
+       coalesce((SELECT min(l.base_repo_id) FROM lineage_links AS l
+                 WHERE l.source = m.source AND l.repo_id = m.repo_id AND l.revision = m.revision),
+                m.repo_id) AS group_name
+FROM models_latest AS m;
+
+-- One point per (group, model, spectral metric, reported metric): the inputs of the correlations.
+CREATE OR REPLACE VIEW quality_points AS
+SELECT g.group_kind, g.group_name, m.analysis_version, mm.variant, mm.metric,
+       e.task, e.dataset, e.dataset_config, e.dataset_split, e.metric AS eval_metric,
+       m.model_key, m.repo_id, mm.value AS metric_value, e.value AS eval_value
+FROM models_latest AS m
+JOIN model_groups AS g ON g.model_key = m.model_key
+JOIN model_metrics AS mm ON mm.model_key = m.model_key
+JOIN model_evals AS e ON e.model_key = m.model_key
+WHERE isfinite(mm.value) AND isfinite(e.value);
+
+-- Rank correlation of each model-level metric with each reported metric, within each group of
+-- at least 3 models: Spearman's rho (Pearson on average ranks) and Kendall's tau-b (pairs, ties
+-- as scipy counts them); NULL where a side is constant. The permutation p-values are computed
+-- from quality_points by hubscan.lake.quality.correlations (not expressible in SQL).
+CREATE OR REPLACE VIEW quality_correlations AS
+WITH p AS (
+    SELECT *, dense_rank() OVER (ORDER BY group_kind, group_name, analysis_version, variant, metric,
+                                          task NULLS FIRST, dataset NULLS FIRST,
+                                          dataset_config NULLS FIRST, dataset_split NULLS FIRST,
+                                          eval_metric) AS pid
+    FROM quality_points
+), r AS (
+    SELECT *,
+           rank() OVER (PARTITION BY pid ORDER BY metric_value)
+               + (count(*) OVER (PARTITION BY pid, metric_value) - 1) / 2.0 AS rx,
+           rank() OVER (PARTITION BY pid ORDER BY eval_value)
+               + (count(*) OVER (PARTITION BY pid, eval_value) - 1) / 2.0 AS ry
+    FROM p
+), s AS (
+    SELECT pid, any_value(group_kind) AS group_kind, any_value(group_name) AS group_name,
+           any_value(analysis_version) AS analysis_version, any_value(variant) AS variant,
+           any_value(metric) AS metric, any_value(task) AS task, any_value(dataset) AS dataset,
+           any_value(dataset_config) AS dataset_config, any_value(dataset_split) AS dataset_split,
+           any_value(eval_metric) AS eval_metric, count(*) AS n,
+           corr(rx, ry) AS rho, corr(metric_value, eval_value) AS r
+    FROM r GROUP BY pid
+), k AS (
+    SELECT a.pid,
+           sum(sign(a.metric_value - b.metric_value) * sign(a.eval_value - b.eval_value)) AS s,
+           count(*) AS n0,
+           count(*) FILTER (WHERE a.metric_value = b.metric_value) AS tx,
+           count(*) FILTER (WHERE a.eval_value = b.eval_value) AS ty
+    FROM p AS a JOIN p AS b ON a.pid = b.pid AND a.model_key < b.model_key
+    GROUP BY a.pid
+)
+SELECT s.group_kind, s.group_name, s.analysis_version, s.variant, s.metric, s.task, s.dataset,
+       s.dataset_config, s.dataset_split, s.eval_metric, s.n,
+       CASE WHEN isnan(s.rho) THEN NULL ELSE s.rho END AS spearman,
+       k.s / nullif(sqrt((k.n0 - k.tx) * (k.n0 - k.ty)), 0) AS kendall,
+       CASE WHEN isnan(s.r) THEN NULL ELSE s.r END AS pearson
+FROM s JOIN k ON k.pid = s.pid
+WHERE s.n >= 3;

@@ -28,13 +28,13 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ..errors import CheckpointError, SourceError, is_transient
-from ..options import AnalysisOptions
-from ..refs import ModelRef, TensorRef, WeightFile, model_key, short_hash
+from ..options import AnalysisOptions, DeltaOptions
+from ..refs import BaseLink, ModelRef, TensorRef, WeightFile, model_key, short_hash
 from ..results import LayerResult, ModelResult
 from .readahead import readahead
 
@@ -48,6 +48,8 @@ __all__ = [
     "failure_stage",
     "model_footprint",
     "model_bytes",
+    "lineage_rows",
+    "eval_rows",
     "Opener",
     "FileRetry",
     "readahead",
@@ -86,6 +88,8 @@ def analyze_model(
     allow_bin: bool = False,
     prefetch_bytes: int = 0,
     sleep: Callable[[float], None] = time.sleep,
+    bases: Sequence[ModelRef] = (),
+    deltas: DeltaOptions | None = None,
 ) -> ModelResult:
     """Analyse one model revision into the rows of every lake table; never raises for a bad model.
 
@@ -104,6 +108,9 @@ def analyze_model(
         allow_bin: allow pickled ``.bin/.pt`` files (``weights_only=True``).
         prefetch_bytes: read tensors ahead of the eigen-solve in a thread, up to this many
             bytes (overlaps download and compute for remote files; 0 = off).
+        bases: base models (descriptors) to measure this model against (``deltas`` rows),
+            each one a base that ``ref.bases`` names; used only when ``deltas`` asks.
+        deltas: what fine-tune deltas to compute (``DeltaOptions``); None = none.
 
     Returns:
         A ``ModelResult``; ``result.model["status"]`` is ``ok``, ``partial`` or ``failed``.
@@ -145,6 +152,16 @@ def analyze_model(
 
         fail("plan", None, NotFound(f"{ref.uri}: no weight files"), 1)
 
+    from ..sources.lineage import adapter_links
+
+    # an adapter's base, from its adapter_config.json: fetched once per model (and kept for
+    # the LoRA scale the analysis needs), never failing the model
+    links = list(ref.bases)
+    links += [lk for lk in adapter_links(_adapter_config(ref, stats)) if lk not in links]
+    passes = _delta_passes(ref, bases, links, options, deltas, key=key, now=now,
+                           allow_bin=allow_bin, stats=stats)
+    delta_rows: list[dict[str, Any]] = []
+
     for wf in ref.files:
         sha = file_key(ref, wf)
         files_row = {**base, "file": wf.path, "file_sha256": sha, "analysis_version": version,
@@ -158,8 +175,11 @@ def analyze_model(
             try:
                 rows = _analyze_file(ref, wf, options, opener=opener, stats=stats,
                                      allow_bin=allow_bin, prefetch_bytes=prefetch_bytes,
-                                     clock=clock)
+                                     clock=clock, passes=passes)
+                file_deltas = [r for dp in passes for r in dp.take_rows()]
             except Exception as exc:  # noqa: BLE001 - a bad file must not end the model
+                for dp in passes:
+                    dp.discard()
                 if is_transient(exc) and tries < retry.attempts:
                     sleep(retry.backoff(tries, jitter=random.random() * 0.5))
                     continue
@@ -172,8 +192,12 @@ def analyze_model(
                     spectra_rows.append(_spectrum_row(lr, sha=sha, version=version, now=now,
                                                       options=options))
             files_rows.append({**files_row, "reused": False})
+            delta_rows.extend(file_deltas)
             done_in_model.add(sha)
             break
+    for dp in passes:
+        clock.add(dp.read_seconds)
+        dp.lookup.close()
 
     all_failed = n_failed_files == len(ref.files) or not ref.files
     model = _model_row(ref, options, key=key, now=now, scan_id=scan_id, layer_rows=layer_rows,
@@ -181,7 +205,56 @@ def analyze_model(
                        fetch_s=clock.fetch_s, wall_s=time.perf_counter() - t_start)
     return ModelResult(model=model, model_files=files_rows, layers=layer_rows,
                        spectra=spectra_rows, failures=failures, source=ref.source,
-                       scan_date=scan_date)
+                       scan_date=scan_date, deltas=delta_rows,
+                       lineage=lineage_rows(ref, links, model_key=key, scan_id=scan_id, now=now),
+                       evals=eval_rows(ref, model_key=key, scan_id=scan_id, now=now))
+
+
+def lineage_rows(ref: ModelRef, links: Iterable[BaseLink] | None = None, *, model_key: str | None = None,
+                 scan_id: str | None = None, now: datetime | None = None) -> list[dict[str, Any]]:
+    """``lineage`` rows of a model: one per base link (``ref.bases`` unless ``links``)."""
+    now = now or _utcnow()
+    return [{"source": ref.source, "repo_id": ref.repo_id, "revision": ref.revision,
+             "base_source": lk.base_source, "base_repo_id": lk.base_repo_id,
+             "base_revision": lk.base_revision, "relation": lk.relation, "origin": lk.origin,
+             "model_key": model_key, "scan_id": scan_id, "written_at": now}
+            for lk in (ref.bases if links is None else links)]
+
+
+def eval_rows(ref: ModelRef, *, model_key: str | None = None, scan_id: str | None = None,
+              now: datetime | None = None) -> list[dict[str, Any]]:
+    """``evals`` rows of a model: the quality numbers its source reports (``ref.evals``)."""
+    now = now or _utcnow()
+    return [{"source": ref.source, "repo_id": ref.repo_id, "revision": ref.revision,
+             "task": e.task, "dataset": e.dataset, "dataset_config": e.dataset_config,
+             "dataset_split": e.dataset_split, "metric": e.metric, "metric_name": e.metric_name,
+             "value": e.value, "verified": e.verified, "origin": e.origin,
+             "model_key": model_key, "scan_id": scan_id, "written_at": now}
+            for e in ref.evals]
+
+
+def _delta_passes(ref: ModelRef, bases: Sequence[ModelRef], links: Sequence[BaseLink],
+                  options: AnalysisOptions, deltas: DeltaOptions | None, *, key: str, now: datetime,
+                  allow_bin: bool, stats: Any) -> list[Any]:
+    """One ``DeltaPass`` per base model to measure against (none unless ``deltas`` asks)."""
+    if deltas is None or not deltas.enabled or not bases:
+        return []
+    from ..sources import tensor_lookup
+    from .deltas import DeltaPass, delta_row_base
+
+    by_base = {(lk.base_source, lk.base_repo_id): lk for lk in links}
+    passes = []
+    for base in bases:
+        link = by_base.get((base.source, base.repo_id))
+        dp = DeltaPass(ref, base, link, options=options, deltas=deltas, lookup=None,
+                       base_row=delta_row_base(ref, base, link, model_key=key,
+                                               analysis_version=options.analysis_version,
+                                               written_at=now),
+                       config=ref.config)
+        dp.lookup = tensor_lookup(base, wanted=dp.wanted, allow_bin=allow_bin or base.source == "tv",
+                                  stats=stats)
+        passes.append(dp)
+    return passes
 
 
 def failed_model(ref: ModelRef, options: AnalysisOptions, exc: BaseException, *, stage: str,
@@ -203,7 +276,9 @@ def failed_model(ref: ModelRef, options: AnalysisOptions, exc: BaseException, *,
                        wall_s=0.0)
     model["bytes_fetched"] = None
     return ModelResult(model=model, failures=[failure], source=ref.source,
-                       scan_date=scan_date or now.date().isoformat())
+                       scan_date=scan_date or now.date().isoformat(),
+                       lineage=lineage_rows(ref, model_key=key, scan_id=scan_id, now=now),
+                       evals=eval_rows(ref, model_key=key, scan_id=scan_id, now=now))
 
 
 def is_final(result: ModelResult) -> bool:
@@ -313,11 +388,13 @@ class _Clock:
 
 def _analyze_file(ref: ModelRef, wf: WeightFile, options: AnalysisOptions, *, opener: Opener,
                   stats: Any, allow_bin: bool, prefetch_bytes: int,
-                  clock: _Clock) -> list[LayerResult]:
+                  clock: _Clock, passes: Sequence[Any] = ()) -> list[LayerResult]:
     """All ``LayerResult``s of one file, or an exception — never a part of the file."""
     from .tensors import analyze_tensors
 
     tensors = _timed(opener(ref, allow_bin=allow_bin, stats=stats, files=[wf.path]), clock)
+    for dp in passes:  # loading a matrix also measures it against each base
+        tensors = dp.wrap(tensors)
     if prefetch_bytes > 0 and wf.url:
         tensors = readahead(tensors, max_bytes=prefetch_bytes)
     try:

@@ -36,6 +36,10 @@ def analyze_command(
         None, "--allow-bin/--no-bin",
         help="Read pickled .bin/.pt/.pth weights (weights_only=True, never full unpickling). "
              "Default: on for local files and torchvision (which ships only .pth), off for the Hub."),
+    base: Optional[str] = typer.Option(
+        None, "--base", help="A base model (path or URI): write each model's fine-tune deltas against it "
+                             "(weightwatcher distances raw/euclidean/CKA; the base is read by Range requests)."),
+    delta_esd: bool = typer.Option(False, "--delta-esd", help="With --base: also fit the ESD of W - W_base."),
 ) -> None:
     """Analyse checkpoints into the lake and print a per-model summary."""
     from ..analysis.model import analyze_model
@@ -61,6 +65,19 @@ def analyze_command(
         _console.print("[red]nothing to analyse[/]")
         raise typer.Exit(2)
 
+    bases, deltas = (), None
+    if base is not None:
+        from ..options import DeltaOptions
+
+        try:
+            bases = tuple(resolve(base)[:1])
+        except Exception as exc:  # noqa: BLE001 - one line, then stop: the user asked for it
+            _console.print(f"[red]cannot open base {base}:[/] {type(exc).__name__}: {exc}")
+            raise typer.Exit(2) from None
+        deltas = DeltaOptions(distances=True, methods=("raw", "euclidean", "cka"), esd=delta_esd)
+    elif delta_esd:
+        raise typer.BadParameter("--delta-esd needs --base")
+
     the_lake = Lake(lake)
     done = set() if force else the_lake.done_model_keys(options.analysis_version)
     results = []
@@ -75,7 +92,7 @@ def analyze_command(
                 progress.advance(task)
                 continue
             bins = allow_bin if allow_bin is not None else ref.source in ("local", "tv")
-            result = analyze_model(ref, options, allow_bin=bins)
+            result = analyze_model(ref, options, allow_bin=bins, bases=bases, deltas=deltas)
             the_lake.write(result)
             results.append(result)
             progress.advance(task)

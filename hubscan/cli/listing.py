@@ -1,7 +1,8 @@
 """``hubscan list hf|tv|local|hf-cache``: what a scan would touch, without downloading weights.
 
-Prints one row per model — id, pinned revision, weight files, bytes, parameters, and the
-source's popularity or accuracy columns — then totals and the API calls the listing cost.
+Prints one row per model — id, pinned revision, weight files, bytes, parameters, the base
+model it derives from (and how: finetune, adapter, merge, quantized), and the source's
+popularity or accuracy columns — then totals and the API calls the listing cost.
 Bytes marked ``~`` are estimated from the listing's parameter counts (exact sizes need one
 more API call per model: ``--exact-sizes``).
 """
@@ -29,6 +30,15 @@ def _human(n: float | None, unit: str = "B") -> str:
             return f"{n:.0f} {prefix}{unit}" if prefix == "" else f"{n:.1f} {prefix}{unit}"
         n /= 1000
     return f"{n:.1f} E{unit}"
+
+
+def _base(ref) -> str:
+    """``base (relation)`` of a ref's most authoritative link; ``+N`` more bases of a merge."""
+    if not ref.bases:
+        return ""
+    ids = list(dict.fromkeys(lk.base_repo_id for lk in ref.bases))
+    more = f" +{len(ids) - 1}" if len(ids) > 1 else ""
+    return f"{ids[0]}{more} ({ref.bases[0].relation})"
 
 
 def _bytes(ref) -> tuple[int | None, bool]:
@@ -105,6 +115,10 @@ def list_command(
                 "arch": r.arch, "downloads": r.downloads, "likes": r.likes,
                 "acc@1": r.meta.get("acc@1"), "gated": r.gated,
                 "formats": r.meta.get("formats"), "quantization": r.meta.get("quantization"),
+                "bases": [{"source": lk.base_source, "repo_id": lk.base_repo_id, "relation": lk.relation,
+                           "origin": lk.origin, "revision": lk.base_revision} for lk in r.bases],
+                "evals": [{"task": e.task, "dataset": e.dataset, "metric": e.metric, "value": e.value,
+                           "origin": e.origin} for e in r.evals],
             }), indent=None)
         return
 
@@ -115,6 +129,9 @@ def list_command(
     table.add_column("bytes", justify="right")
     table.add_column("params", justify="right")
     table.add_column("arch")
+    show_base = any(r.bases for r in refs)
+    if show_base:
+        table.add_column("base model")
     if source == "hf":
         table.add_column("format")
         table.add_column("quant")
@@ -130,6 +147,8 @@ def list_command(
         estimated |= not exact
         row = [r.repo_id + (" [yellow](gated)[/]" if r.gated else ""), r.revision[:24], str(len(r.files)),
                ("" if exact else "~") + _human(b), _human(r.params, ""), r.arch or ""]
+        if show_base:
+            row.append(_base(r))
         if source == "hf":
             row += [",".join(r.meta.get("formats") or ()), r.meta.get("quantization") or "",
                     str(r.downloads if r.downloads is not None else ""), str(r.likes if r.likes is not None else "")]

@@ -16,7 +16,7 @@ from ._app import app
 
 plot_app = typer.Typer(
     name="plot",
-    help="Draw the seeds' pictures from the lake: esd, fit, ks, calibration, alpha, series, layers.",
+    help="Draw the seeds' pictures from the lake: esd, fit, ks, calibration, alpha, series, layers, deltas.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -122,18 +122,59 @@ def alpha_command(
 @plot_app.command("series")
 def series_command(
     metric: str = typer.Option("alpha", "--metric", help="Layer metric averaged per model: alpha, log_norm, alpha_weighted, log_spectral_norm …"),
-    vs: str = typer.Option("accuracy", "--vs", help="models column on the x axis: accuracy, params, downloads …"),
+    vs: str = typer.Option("accuracy", "--vs", help="x axis: accuracy (a reported metric, see --eval) or a models column: params, downloads …"),
     family: Optional[list[str]] = typer.Option(None, "--family", help="Model series (leading letters of the name): vgg, resnet … (repeatable)."),
+    eval_metric: Optional[str] = typer.Option(None, "--eval", help="Reported metric on the x axis (acc@1, accuracy …); default: the most reported."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset of --eval (when several report it)."),
+    group: str = typer.Option("family", "--group", help="family | base_model: what a line (and a correlation) is."),
     lake: Path = _LAKE,
     out: Path = _out("series.png"),
-    where: Optional[str] = typer.Option(None, "--where", help="SQL predicate on layer rows."),
-    exclude_last: bool = typer.Option(False, "--exclude-last", help="Leave each model's last layer out of its mean (the seeds do for VGG)."),
+    where: Optional[str] = typer.Option(None, "--where", help="SQL predicate on layer rows (then --vs is a models column)."),
+    exclude_last: bool = typer.Option(False, "--exclude-last", help="Leave each model's last FC layer out of its mean (the seeds do for VGG)."),
 ) -> None:
-    """Mean layer metric per model vs reported accuracy, one line per model series (seed 001)."""
-    from ..plots import plot_series
+    """Mean layer metric per model vs reported accuracy, one line per series, ρ/τ in the legend (seed 001).
 
+    With ``--vs accuracy`` the x axis is a reported metric (``evals``: model cards, torchvision's
+    acc@1/acc@5, imported CSVs) and each series' legend gives Spearman ρ, Kendall τ and the
+    permutation p-value; without any reported metric it says so in one line.
+    """
+    from ..plots import plot_series
+    from ..plots.quality import QUALITY_METRICS, plot_quality
+
+    if vs == "accuracy" and metric in QUALITY_METRICS and where is None:
+        def make():
+            from ..errors import HubscanError
+
+            try:
+                return plot_quality(str(lake), metric=metric, eval_metric=eval_metric, dataset=dataset,
+                                    group_kind=group, variant="no_last_fc" if exclude_last else "all",
+                                    groups=family or None)
+            except HubscanError as first:  # a lake from before evals: models.accuracy only
+                if eval_metric is not None:
+                    raise
+                try:
+                    return plot_series(str(lake), metric=metric, vs=vs, family=family or None,
+                                       exclude_last=exclude_last)
+                except HubscanError:
+                    raise first from None
+
+        _draw(make, out)
+        return
     _draw(lambda: plot_series(str(lake), metric=metric, vs=vs, family=family or None,
                               where=where, exclude_last=exclude_last), out)
+
+
+@plot_app.command("deltas")
+def deltas_command(
+    model: str = typer.Argument(..., help="The derived model: repo_id (or model_key, or a unique part of a repo_id)."),
+    base: Optional[str] = typer.Option(None, "--base", help="Its base model's repo_id (default: the first the lake has)."),
+    lake: Path = _LAKE,
+    out: Path = _out("deltas.png"),
+) -> None:
+    """Per-layer alpha of a fine-tune and its base along depth, and Δalpha (finetune_deltas)."""
+    from ..plots import plot_deltas
+
+    _draw(lambda: plot_deltas(str(lake), model, base=base), out)
 
 
 @plot_app.command("layers")

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from ..options import AnalysisOptions
+from ..options import AnalysisOptions, DeltaOptions
 from ..refs import ModelRef
 from ..results import ModelResult
 
@@ -44,6 +44,8 @@ class WorkerConfig:
     torch_threads: int | None = None
     #: ``open_model``-compatible callable (picklable, for Ray); None = ``hubscan.sources.open_model``
     opener: Callable[..., Any] | None = None
+    #: fine-tune deltas of models whose ``Task.bases`` name a base (the spec's ``[deltas]``)
+    deltas: DeltaOptions = DeltaOptions()
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Task:
     known_files: frozenset[str] = frozenset()
     attempt: int = 1
     footprint: int = 0  # bytes this model may hold in memory (for the in-flight budget)
+    bases: tuple[ModelRef, ...] = ()  # base models to measure it against (fine-tune deltas)
 
 
 @dataclass
@@ -112,4 +115,6 @@ def run_task(task: Task, config: WorkerConfig) -> ModelResult:
         attempt=task.attempt,
         allow_bin=config.allow_bin,
         prefetch_bytes=config.prefetch_bytes,
+        bases=task.bases,
+        deltas=config.deltas,
     )

@@ -14,7 +14,10 @@ expensive part does:
   key and is always planned;
 - **order** by downloads (most used first: a run cut short by ``max_models``, a stop or the
   night's end has covered what matters most), then by id for determinism;
-- **bound** the run to ``limits.max_models`` models.
+- **bound** the run to ``limits.max_models`` models;
+- **lineage**: a source with ``base_models = true`` adds the bases its models name, and with
+  ``[deltas]`` on each planned model gets the base models it is measured against
+  (``hubscan.engine.lineage``).
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ class Plan:
     over_limit: tuple[ModelRef, ...] = ()  # larger than limits.max_bytes_per_model
     deferred: tuple[ModelRef, ...] = ()  # beyond limits.max_models; a later run takes them
     known_files: frozenset[str] = field(default_factory=frozenset)  # file hashes in the lake
+    #: (source, repo_id, revision) → base models to measure the model against (``[deltas]``)
+    bases: dict[tuple[str, str, str], tuple[ModelRef, ...]] = field(default_factory=dict)
 
     @property
     def bytes_todo(self) -> int:
@@ -79,8 +84,13 @@ def plan_scan(spec: ScanSpec, lake: Any, *, force: bool = False, reanalyze: bool
     ordered = order_refs(candidates)
     n = spec.limits.max_models
     todo, deferred = (ordered[:n], ordered[n:]) if n is not None else (ordered, [])
+    bases = {}
+    if spec.deltas.enabled and todo:
+        from .lineage import attach_bases
+
+        bases = attach_bases(todo, unique.values(), lake, version, allow_bin=spec.limits.allow_bin)
     return Plan(todo=tuple(todo), n_listed=len(listed), already_done=tuple(done),
-                over_limit=over, deferred=tuple(deferred), known_files=known)
+                over_limit=over, deferred=tuple(deferred), known_files=known, bases=bases)
 
 
 def order_refs(refs: Iterable[ModelRef]) -> list[ModelRef]:
@@ -92,7 +102,12 @@ def enumerate_sources(spec: ScanSpec) -> list[ModelRef]:
     """Every model the spec's sources list (no weight bytes are read)."""
     out: list[ModelRef] = []
     for s in spec.sources:
-        out.extend(_list_source(s, spec))
+        refs = _list_source(s, spec)
+        if s.base_models:
+            from .lineage import base_model_refs
+
+            refs += base_model_refs(refs, allow_bin=spec.limits.allow_bin)
+        out.extend(refs)
     return out
 
 

@@ -207,6 +207,7 @@ def run_scan(
         RetryPolicy.from_env()
         emit(ScanProgress("plan"))
         plan = plan_scan(spec, lake, force=force, reanalyze=reanalyze, refs=refs)
+        _listing_facts(lake, spec, plan, scan_id)
         summary = replace(summary, n_listed=plan.n_listed, n_planned=len(plan.todo),
                           n_skipped=len(plan.already_done), n_over_limit=len(plan.over_limit),
                           n_deferred=len(plan.deferred))
@@ -217,7 +218,7 @@ def run_scan(
                 options=spec.analysis, scan_id=scan_id, scan_date=started.date().isoformat(),
                 allow_bin=spec.limits.allow_bin, prefetch_bytes=spec.resources.prefetch_bytes,
                 file_attempts=spec.retry.attempts, backoff_s=spec.retry.backoff_s,
-                max_backoff_s=spec.retry.max_backoff_s, opener=opener)
+                max_backoff_s=spec.retry.max_backoff_s, opener=opener, deltas=spec.deltas)
             ex = executor if not isinstance(executor, str) else make_executor(
                 executor, config, spec, address=address, scan_id=scan_id, num_cpus=num_cpus)
             ex.start()
@@ -281,7 +282,8 @@ class _Driver:
         self.version = spec.analysis.analysis_version
         window = spec.resources.prefetch_bytes + 2 * 2**30  # read-ahead + the largest tensors
         self.pending: collections.deque[Task] = collections.deque(
-            Task(seq=i, ref=r, footprint=model_footprint(r, window=window))
+            Task(seq=i, ref=r, footprint=model_footprint(r, window=window),
+                 bases=plan.bases.get((r.source, r.repo_id, r.revision), ()))
             for i, r in enumerate(plan.todo))
         self.total = len(plan.todo)
         self.delayed: list[tuple[float, int, Task]] = []  # (ready_at, seq, task) retries
@@ -468,6 +470,26 @@ def _write_result(lake: Any, result: ModelResult, *, with_model: bool) -> None:
             if attempt == _WRITE_ATTEMPTS:
                 raise
             time.sleep(0.5 * attempt)
+
+
+def _listing_facts(lake: Any, spec: ScanSpec, plan: Plan, scan_id: str) -> None:
+    """What a run records without analysing anything: the spec's evals CSVs, and the lineage
+    and reported metrics of listed models the lake already holds (``engine.lineage``)."""
+    from .lineage import record_links
+
+    if spec.evals_csv:
+        from ..lake.evals_csv import import_evals_csv
+
+        for path in spec.evals_csv:
+            try:
+                done = import_evals_csv(lake, path, scan_id=scan_id)
+            except LakeError as exc:  # a missing or unreadable CSV: say so, scan anyway
+                log.error("evals CSV not imported: %s", exc)
+                continue
+            for line, why in done.skipped:
+                log.warning("%s line %d skipped: %s", path, line, why)
+    if plan.already_done:
+        record_links(lake, plan.already_done, scan_id=scan_id)
 
 
 def _write_scan_row(lake: Any, spec: ScanSpec, s: ScanSummary) -> None:

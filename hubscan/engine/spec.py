@@ -15,6 +15,15 @@ silently hours into an overnight scan. Format (every section optional but ``[sca
     kind = "hf"                      # hf | tv | local | hf-cache | demo
     sort = "downloads"
     limit = 100
+    base_models = true               # and the base models the listed ones derive from
+
+    [deltas]                         # fine-tune deltas against base models in the lake / this scan
+    distances = true                 # weightwatcher distances() per matrix (Range reads of the base)
+    methods = ["raw", "euclidean"]   # of raw | euclidean | cka
+    esd = false                      # also the ESD + power-law fit of W - W_base
+
+    [evals]
+    csv = ["quality.csv"]            # reported metrics to import at the start of every run
 
     [analysis]                       # hubscan.options.AnalysisOptions fields
     convention = "ww"
@@ -58,7 +67,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import SpecError
-from ..options import AnalysisOptions
+from ..options import DISTANCE_METHODS, AnalysisOptions, DeltaOptions
 
 __all__ = [
     "ScanSpec",
@@ -83,6 +92,8 @@ class SourceSpec:
 
     kind: str
     filters: Mapping[str, Any] = field(default_factory=dict)
+    #: also scan the base models the listed models derive from (their ``lineage``)
+    base_models: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,6 +160,8 @@ class ScanSpec:
     resources: ResourceSpec = ResourceSpec()
     retry: RetrySpec = RetrySpec()
     limits: LimitSpec = LimitSpec()
+    deltas: DeltaOptions = DeltaOptions()
+    evals_csv: tuple[str, ...] = ()  # CSV files of reported metrics, imported at each run's start
     schedule: str | None = None
     timezone: str = "UTC"  # IANA zone the schedule is read in
     path: str | None = None  # the file it was read from, for messages
@@ -156,7 +169,8 @@ class ScanSpec:
     def to_dict(self) -> dict[str, Any]:
         """A plain-data form (recorded as ``scans.spec_json``)."""
         d = dataclasses.asdict(self)
-        d["sources"] = [{"kind": s.kind, **dict(s.filters)} for s in self.sources]
+        d["sources"] = [{"kind": s.kind, **dict(s.filters), **({"base_models": True} if s.base_models else {})}
+                        for s in self.sources]
         return d
 
     def to_json(self) -> str:
@@ -268,7 +282,7 @@ class _Validator:
 
     def spec(self, doc: Mapping[str, Any]) -> ScanSpec:
         self.no_unknown("top level", doc,
-                        ["scan", "sources", "analysis", "resources", "retry", "limits"])
+                        ["scan", "sources", "analysis", "resources", "retry", "limits", "deltas", "evals"])
         scan = self.table(doc, "scan")
         self.no_unknown("scan", scan, ["name", "lake", "schedule", "timezone"])
         name = self.get("scan", scan, "name", str, None)
@@ -301,6 +315,8 @@ class _Validator:
             resources=self.resources(self.table(doc, "resources")),
             retry=self.retry(self.table(doc, "retry")),
             limits=self.limits(self.table(doc, "limits")),
+            deltas=self.deltas(self.table(doc, "deltas")),
+            evals_csv=self.evals(self.table(doc, "evals")),
             path=None if self.origin.startswith("<") else self.origin,
         )
 
@@ -315,12 +331,38 @@ class _Validator:
             kind = s.get("kind")
             if kind not in SOURCE_KINDS:
                 raise self.fail(where, f"kind must be one of {', '.join(SOURCE_KINDS)}, got {kind!r}")
-            filters = {k: v for k, v in s.items() if k != "kind"}
+            filters = {k: v for k, v in s.items() if k not in ("kind", "base_models")}
             allowed = source_filter_keys(kind)
             if allowed is not None:
-                self.no_unknown(f"{where} kind={kind}", filters, sorted(allowed))
-            out.append(SourceSpec(kind=kind, filters=filters))
+                self.no_unknown(f"{where} kind={kind}", filters, sorted(allowed | {"base_models"}))
+            base_models = self.get(f"{where} kind={kind}", s, "base_models", bool, False)
+            if base_models and kind == "demo":
+                raise self.fail(where, "base_models is not available for kind = 'demo'")
+            out.append(SourceSpec(kind=kind, filters=filters, base_models=base_models))
         return tuple(out)
+
+    def deltas(self, t: dict[str, Any]) -> DeltaOptions:
+        w = "deltas"
+        self.no_unknown(w, t, ["distances", "methods", "esd"])
+        d = DeltaOptions()
+        methods = t.get("methods", list(d.methods))
+        if (not isinstance(methods, list) or not methods
+                or not all(isinstance(m, str) and m in DISTANCE_METHODS for m in methods)):
+            raise self.fail(w, f"methods must be a non-empty list of {', '.join(DISTANCE_METHODS)}, "
+                               f"got {methods!r}")
+        return DeltaOptions(distances=self.get(w, t, "distances", bool, d.distances),
+                            methods=tuple(methods), esd=self.get(w, t, "esd", bool, d.esd))
+
+    def evals(self, t: dict[str, Any]) -> tuple[str, ...]:
+        self.no_unknown("evals", t, ["csv"])
+        csv = t.get("csv", [])
+        if isinstance(csv, str):
+            csv = [csv]
+        if not isinstance(csv, list) or not all(isinstance(c, str) and c for c in csv):
+            raise self.fail("evals", f"csv must be a file name or a list of file names, got {csv!r}")
+        base = Path(self.origin).parent if not self.origin.startswith("<") else None
+        return tuple(str(base / c) if base is not None and not Path(c).is_absolute() else c
+                     for c in csv)
 
     def analysis(self, t: dict[str, Any]) -> AnalysisOptions:
         hints = typing.get_type_hints(AnalysisOptions)

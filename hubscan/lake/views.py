@@ -38,6 +38,8 @@ __all__ = ["register_views", "views_sql", "raw_view_sql", "script", "table_glob"
 VIEW_NAMES = (
     "models", "model_files", "file_layers", "layers", "spectra", "failures", "scans",
     "repo_events", "models_latest", "layers_latest", "model_summary", "arch_summary", "history",
+    "lineage", "lineage_links", "model_bases", "deltas", "finetune_deltas", "evals", "model_evals",
+    "model_metrics", "model_groups", "quality_points", "quality_correlations",
 )
 
 

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: Order in which a unit's tables are written: ``models`` (the commit marker) comes last.
-COMMIT_ORDER = ("spectra", "layers", "model_files", "failures", "models")
+COMMIT_ORDER = ("spectra", "layers", "deltas", "model_files", "lineage", "evals", "failures", "models")
 
 _VALUE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

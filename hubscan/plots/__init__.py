@@ -9,8 +9,10 @@ inline in a notebook; ``save_figure(fig, "x.svg")`` writes PNG or SVG by suffix.
     >>> save_figure(plot_alpha("lake/", by="arch"), "alpha.svg") # doctest: +SKIP
 
 Per layer: ``plot_esd`` (ESD + MP + power law), ``plot_fit`` (PDF/CCDF), ``plot_ks``
-(KS vs xmin). Per model: ``plot_layers``. Across the lake: ``plot_alpha`` (by
-architecture), ``plot_series`` (mean metric vs accuracy). Estimator: ``plot_calibration``.
+(KS vs xmin). Per model: ``plot_layers``; against its base model: ``plot_deltas``. Across
+the lake: ``plot_alpha`` (by architecture), ``plot_quality`` (mean alpha vs reported
+accuracy per family, with rank correlations), ``plot_series`` (mean metric vs a models
+column). Estimator: ``plot_calibration``.
 The numbers behind each figure come from ``hubscan.plots.data`` (pure functions) and
 ``hubscan.plots.source`` (lake queries); the ``draw_*`` functions draw given numbers.
 """
@@ -23,7 +25,8 @@ from typing import Any
 __all__ = [
     "plot_esd", "plot_fit", "plot_ks", "plot_layers", "plot_alpha", "plot_series",
     "plot_calibration", "draw_esd", "draw_fit", "draw_ks", "draw_layers", "draw_alpha_groups",
-    "draw_series", "save_figure", "figure_bytes", "PlotDataError",
+    "draw_series", "save_figure", "figure_bytes", "PlotDataError", "plot_deltas", "draw_deltas",
+    "plot_quality", "draw_quality",
 ]
 
 _LAZY = {
@@ -34,6 +37,8 @@ _LAZY = {
     "plot_alpha": "alpha", "draw_alpha_groups": "alpha",
     "plot_series": "series", "draw_series": "series",
     "plot_calibration": "calibration",
+    "plot_deltas": "deltas", "draw_deltas": "deltas",
+    "plot_quality": "quality", "draw_quality": "quality",
     "save_figure": "_style", "figure_bytes": "_style",
     "PlotDataError": "source",
 }

@@ -90,6 +90,11 @@ def plot_series(lake, *, metric: str = "alpha", vs: str = "accuracy",
     points = series_from_lake(lake, metric=metric, vs=vs, family=family, where=where,
                               exclude_last=exclude_last, relation=relation,
                               views=views or LAKE_VIEWS)
+    if not points:  # one line, not an empty axis
+        from .source import PlotDataError
+
+        raise PlotDataError(f"no model has both {vs} and a {metric}"
+                            + (f" in {family}" if family else ""))
     fam = family if isinstance(family, str) or family is None else ", ".join(family)
     title = f"{METRIC_LABELS.get(metric, metric)} vs {vs}" + (f" — {fam}" if fam else "")
     if exclude_last:

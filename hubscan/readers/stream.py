@@ -64,6 +64,7 @@ from .safetensors import (
 __all__ = [
     "RemoteFile",
     "RemoteHeader",
+    "RangedFile",
     "stream_safetensors",
     "stream_gguf",
     "fetch_header",
@@ -172,7 +173,8 @@ class _Body:
     """
 
     def __init__(self, rf: RemoteFile, *, client: httpx2.Client, headers: dict[str, str],
-                 start: int = 0, end: int | None = None, stats: Any = None) -> None:
+                 start: int = 0, end: int | None = None, stats: Any = None,
+                 target: str | None = None) -> None:
         from ..net.http import current_policy, raise_for_hub_status, tracking
 
         self._raise = raise_for_hub_status
@@ -189,7 +191,7 @@ class _Body:
         self.resumes = 0
         self._no_progress = 0
         self._last_resume_pos = -1
-        self._target: str | None = None  # URL after redirects
+        self._target: str | None = target  # URL after redirects (a known CDN URL saves a resolve)
         self._resp: httpx2.Response | None = None
         self._chunks: Iterator[bytes] | None = None
         self._pending = memoryview(b"")
@@ -684,3 +686,136 @@ def download_file(
         body.close()
         if not ok:
             path.unlink(missing_ok=True)
+
+
+class RangedFile:
+    """Random access to the tensors of one remote safetensors file, in the fewest requests.
+
+    For reading *some* tensors of a file on demand — the base model's matrices while a
+    fine-tune streams past (``hubscan.analysis.deltas``) — without downloading the file:
+
+    - the header comes with the first ``HEADER_PREFETCH`` bytes (one Range request, as
+      ``fetch_header``), and the tensor bytes that request brought along are kept, so
+      tensors lying in them cost nothing more (a small file is read in that one request);
+    - the tensors ``wanted`` says will be asked for are grouped into runs (neighbours closer
+      than ``COALESCE_GAP``), and a ``read`` beyond the first bytes opens one Range request
+      for the rest of its run, which the next tensors of the run continue. Asked in file
+      order — a fine-tune and its base share their layout — a file costs one request plus
+      one per run;
+    - re-opened requests go straight to the CDN URL the first one was redirected to (no
+      ``resolve`` quota), and back through the resolve URL if it expired.
+
+    Bytes are checked against the header's offsets; a partial read cannot be checked against
+    the file's sha256.
+
+    Args:
+        rf: the file.
+        wanted: ``f(name, shape, dtype) -> bool`` — the tensors that will be read (others can
+            still be read, one request each); None = all.
+    """
+
+    def __init__(self, rf: RemoteFile, *, wanted: Any = None, client: httpx2.Client | None = None,
+                 headers: Mapping[str, str] | None = None, stats: Any = None) -> None:
+        self.rf = rf
+        self._wanted = wanted
+        self._client = _client(client)
+        self._headers = _default_headers(headers)
+        self.stats = stats
+        self._hdr: RemoteHeader | None = None
+        self._by_name: dict[str, SafetensorsEntry] = {}
+        self._run_end: dict[str, int] = {}  # entry name -> end offset (absolute) of its run
+        self._head = b""  # file bytes [data_start, data_start + len) that came with the header
+        self._body: _Body | None = None
+        self._body_end = 0
+        self._target: str | None = None
+
+    def _header(self) -> RemoteHeader:
+        if self._hdr is not None:
+            return self._hdr
+        rf = self.rf
+        body = _Body(rf, client=self._client, headers=self._headers, stats=self.stats, start=0,
+                     end=min(HEADER_PREFETCH, rf.size) if rf.size else HEADER_PREFETCH)
+        try:
+            prefix = bytearray(PREFIX_BYTES)
+            body.readinto(memoryview(prefix))
+            n = header_length(bytes(prefix), file_size=body.size)
+            header = bytearray(n)
+            have = min(n, (body.end or 0) - PREFIX_BYTES)
+            body.readinto(memoryview(header)[:have])
+            rest = bytearray(max(0, (body.end or 0) - PREFIX_BYTES - n))
+            if rest:
+                body.readinto(memoryview(rest))
+            size, sha = body.size, body.sha256
+            self._target = body._target
+        except MalformedCheckpoint as exc:
+            raise MalformedCheckpoint(f"{rf.path}: {exc}") from None
+        finally:
+            body.close()
+        if have < n:  # a long header: one more Range for the rest
+            more = _Body(rf, client=self._client, headers=self._headers, stats=self.stats,
+                         start=PREFIX_BYTES + have, end=PREFIX_BYTES + n, target=self._target)
+            try:
+                more.readinto(memoryview(header)[have:])
+            finally:
+                more.close()
+        if size is None:
+            raise SourceError(f"{rf.path}: the server did not say how large the file is")
+        try:
+            entries, metadata = parse_safetensors_header(bytes(header), size - PREFIX_BYTES - n)
+        except MalformedCheckpoint as exc:
+            raise MalformedCheckpoint(f"{rf.path}: {exc}") from None
+        hdr = RemoteHeader(tuple(entries), metadata, n, size, sha)
+        self._hdr, self._head = hdr, bytes(rest)
+        self._by_name = {e.name: e for e in hdr.entries}
+        picked = sorted((e for e in hdr.entries
+                         if self._wanted is None or self._wanted(e.name, e.shape, e.dtype)),
+                        key=lambda e: e.begin)
+        runs: list[list[SafetensorsEntry]] = []
+        for e in picked:
+            if runs and e.begin - runs[-1][-1].end <= COALESCE_GAP:
+                runs[-1].append(e)
+            else:
+                runs.append([e])
+        for run in runs:
+            for e in run:
+                self._run_end[e.name] = hdr.data_start + run[-1].end
+        return hdr
+
+    def names(self) -> dict[str, SafetensorsEntry]:
+        """Every tensor of the file (name → header entry); fetches the header once."""
+        self._header()
+        return dict(self._by_name)
+
+    def read(self, name: str) -> TensorRef:
+        """The tensor ``name``, loaded (``load()`` returns it).
+
+        Raises:
+            KeyError: the file has no such tensor.
+            MalformedCheckpoint, IntegrityError, TransientFetchError …: as ``stream_safetensors``.
+        """
+        hdr = self._header()
+        e = self._by_name[name]
+        if e.end <= len(self._head):  # it came with the header
+            raw = torch.frombuffer(bytearray(self._head[e.begin:e.end]), dtype=torch.uint8) \
+                if e.nbytes else torch.empty(0, dtype=torch.uint8)
+            return _ref(self.rf, e, hdr.data_start, raw)
+        start, end = hdr.data_start + e.begin, hdr.data_start + e.end
+        body = self._body
+        if body is None or body.pos > start or start - body.pos > COALESCE_GAP or end > self._body_end:
+            self.close()
+            run_end = max(self._run_end.get(name, end), end)
+            known = RemoteFile(self.rf.url, self.rf.path, hdr.size, hdr.sha256, self.rf.revision)
+            body = _Body(known, client=self._client, headers=self._headers, stats=self.stats,
+                         start=start, end=run_end, target=self._target)
+            self._target = body._target
+            self._body, self._body_end = body, run_end
+        if start > body.pos:
+            _skip_span(body, start - body.pos, None)
+        raw = _read_span(body, e.nbytes, None)
+        return _ref(self.rf, e, hdr.data_start, raw)
+
+    def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+        self._body = None
+        self._body_end = 0

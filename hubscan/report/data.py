@@ -8,7 +8,7 @@ what the queries read (``where``, ``top_n``, …).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = ["ReportOptions", "ReportData", "report_data"]
@@ -72,6 +72,10 @@ class ReportData:
     series_models: int
     picked_layers: list[dict[str, Any]]
     timings: dict[str, float]
+    #: "alpha vs accuracy": quality_correlations rows with permutation p-values (whole lake)
+    quality: list[dict[str, Any]] = field(default_factory=list)
+    #: models with a reported metric (model_evals), whole lake
+    quality_models: int = 0
 
 
 def _rows(con, sql: str, params: Any = None) -> list[dict[str, Any]]:
@@ -221,12 +225,29 @@ def report_data(con, options: ReportOptions = ReportOptions()) -> ReportData:
 
     picked = _pick_layers(con, under_layers, over_layers)
     lap("pick_layers")
+    quality, quality_models = _quality(con)
+    lap("quality")
     return ReportData(overview=overview, scans=scans, failures=failures, archs=archs,
                       phases=phases, warnings=warnings, worst_models=worst_models,
                       under_layers=under_layers, over_layers=over_layers,
                       collapsed_layers=collapsed_layers, model_outliers=model_outliers,
                       poor_fits=poor_fits, alpha_hist=alpha_hist, alpha_groups=groups,
-                      series_models=int(series_models), picked_layers=picked, timings=t)
+                      series_models=int(series_models), picked_layers=picked, timings=t,
+                      quality=quality, quality_models=quality_models)
+
+
+def _quality(con) -> tuple[list[dict[str, Any]], int]:
+    """Rank correlations of model-level metrics with reported metrics, strongest first, and
+    how many models report a metric at all (``hubscan.lake.quality``)."""
+    from ..lake.quality import correlations
+
+    n = _rows(con, "SELECT count(DISTINCT model_key) AS n FROM model_evals")[0]["n"]
+    if not n:
+        return [], 0
+    rows = [c.as_dict() for c in correlations(con, permutations=1999)]
+    rows.sort(key=lambda r: (r["group_kind"], r["group_name"], r["eval_metric"], r["variant"],
+                             r["metric"]))
+    return rows, int(n)
 
 
 def _pick_layers(con, under: list[dict], over: list[dict]) -> list[dict[str, Any]]:

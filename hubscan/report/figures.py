@@ -20,7 +20,6 @@ def figures(con, data: ReportData, options: ReportOptions) -> list[tuple[str, st
     from ..plots.fit import plot_fit
     from ..plots.ks import plot_ks
     from ..plots.layers import plot_layers
-    from ..plots.series import plot_series
     from ..plots.source import Views
 
     # Lookups read the report's temporary tables, not the lake's deduplicating views.
@@ -33,12 +32,7 @@ def figures(con, data: ReportData, options: ReportOptions) -> list[tuple[str, st
         figs.append(("universality", "Layer α by architecture: box = quartiles, points = a "
                      f"sample of ≤ {options.sample_per_group} layers per architecture, shares "
                      "over all layers.", draw_alpha_groups(data.alpha_groups, by="arch")))
-    if data.series_models >= 2:
-        for metric in ("alpha", "log_norm"):
-            figs.append(("series", f"Mean layer {metric} per model vs reported accuracy, one "
-                         "line per model series (seed 001).",
-                         plot_series(con, metric=metric, vs="accuracy", relation=rel,
-                                     views=views)))
+    figs += _quality_figures(con, data, rel, views)
     if data.worst_models:
         worst = data.worst_models[0]
         figs.append(("layers", f"Layer α by depth for the model with the largest share of "
@@ -58,6 +52,36 @@ def figures(con, data: ReportData, options: ReportOptions) -> list[tuple[str, st
             except HubscanError:  # no spectrum / no fit: that picture is simply left out
                 continue
     return figs
+
+
+def _quality_figures(con, data: ReportData, rel: str, views: Any) -> list[tuple[str, str, Any]]:
+    """The "alpha vs accuracy" figures: from the quality views when the lake has reported
+    metrics, else (a lake from before ``evals``) from ``models.accuracy``."""
+    from ..plots.quality import plot_quality
+    from ..plots.series import plot_series
+
+    out: list[tuple[str, str, Any]] = []
+    if data.quality:
+        for metric, variant, what in (("alpha", "all", "all layers"),
+                                      ("alpha", "no_last_fc", "all layers but the last FC"),
+                                      ("log_norm", "all", "all layers")):
+            try:
+                fig = plot_quality(con, metric=metric, variant=variant)
+            except HubscanError:
+                continue
+            out.append(("quality", f"Mean layer {metric} ({what}) per model vs its most reported "
+                        "metric, one line per family; legend: Spearman ρ, Kendall τ, permutation p "
+                        "(seed 001's VGG / ResNet figures).", fig))
+        return out
+    if data.series_models >= 2:
+        for metric in ("alpha", "log_norm"):
+            try:
+                fig = plot_series(con, metric=metric, vs="accuracy", relation=rel, views=views)
+            except HubscanError:
+                continue
+            out.append(("quality", f"Mean layer {metric} per model vs reported accuracy, one "
+                        "line per model series (seed 001).", fig))
+    return out
 
 
 def embed(fig: Any, options: ReportOptions) -> str:

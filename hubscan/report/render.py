@@ -117,6 +117,28 @@ _LAYER_COLS: tuple[Column, ...] = (
 )
 
 
+def _quality_section(data: ReportData, figs: Callable[[str], str]) -> str:
+    """"Alpha vs accuracy": do the spectral metrics rank models by reported quality?"""
+    from ..plots.quality import NO_EVALS
+
+    head = '<section id="quality"><h2>Alpha vs accuracy</h2>'
+    if not data.quality and not data.series_models:
+        return head + f'<p class="empty">{_esc(NO_EVALS[0].upper() + NO_EVALS[1:])}.</p></section>'
+    note = ('<p class="note">The seeds: within a model series, smaller mean α (and log-norm) goes '
+            'with better test accuracy. Per family (or base model and its fine-tunes) of ≥ 3 '
+            f'models, over the whole lake ({_fmt(data.quality_models)} model(s) report a metric; '
+            'the report filter does not apply): Spearman ρ and Kendall τ of each model-level mean '
+            'with each reported metric, two-sided permutation p (exact up to 8 models). '
+            '"no last FC" leaves each model\'s last dense layer out, as the seeds do for VGG.</p>')
+    table = _table(data.quality, (
+        ("group_name", "group", ""), ("group_kind", "by", ""), ("metric", "metric", ""),
+        ("variant", "layers", ""), ("eval_metric", "vs", ""), ("dataset", "dataset", ""),
+        ("n", "n", ""), ("spearman", "Spearman ρ", "f2"), ("p_spearman", "p", "f3"),
+        ("kendall", "Kendall τ", "f2"), ("p_kendall", "p", "f3")),
+        empty="no group has 3 models with a reported metric")
+    return head + note + table + figs("quality") + "</section>"
+
+
 def render(data: ReportData, figures: list[tuple[str, str, str]], options: ReportOptions,
             lake_uri: str) -> str:
     __version__ = _version()
@@ -139,7 +161,7 @@ def render(data: ReportData, figures: list[tuple[str, str, str]], options: Repor
 <header><h1>{_esc(options.title)}</h1>
 <p>lake <code>{_esc(lake_uri)}</code> · generated {now} · hubscan {_esc(__version__)}{flt}</p>
 <nav><a href="#overview">Overview</a><a href="#archs">Architectures</a>
-<a href="#universality">Universality</a><a href="#warnings">Warnings</a>
+<a href="#universality">Universality</a><a href="#quality">Alpha vs accuracy</a><a href="#warnings">Warnings</a>
 <a href="#outliers">Outliers</a><a href="#pictures">Pictures</a></nav></header>
 <main>"""]
 
@@ -186,6 +208,8 @@ Each model counts once, at its latest analysed revision.</p>""")
         empty="no phase labels"))
     parts.append("</section>")
 
+    parts.append(_quality_section(data, figs))
+
     parts.append('<section id="warnings"><h2>Warnings</h2>' + _table(data.warnings, (
         ("warning", "label", ""), ("layers", "layers", ""), ("models", "models", "")),
         empty="no warnings"))
@@ -217,7 +241,6 @@ Each model counts once, at its latest analysed revision.</p>""")
     parts.append("</section>")
 
     parts.append('<section id="pictures"><h2>Pictures</h2>')
-    parts.append("<h3>Model series</h3>" + figs("series"))
     parts.append("<h3>One model, layer by layer</h3>" + figs("layers"))
     parts.append("<h3>Selected layers</h3>" + figs("layer"))
     parts.append("</section>")

@@ -40,6 +40,8 @@ __all__ = [
     "source_schemes",
     "is_weight_file",
     "select_weight_files",
+    "adapter_links",
+    "tensor_lookup",
 ]
 
 _FACTORIES: dict[str, Any] = {}
@@ -135,3 +137,24 @@ def open_model(
     _builtin()
     scheme = _SOURCE_TO_SCHEME.get(ref.source, ref.source)
     return get_source(scheme).open(ref, allow_bin=allow_bin, stats=stats, files=files)
+
+
+def adapter_links(ref: ModelRef, *, stats: FetchStats | None = None) -> tuple[Any, ...]:
+    """The base an adapter repo's ``adapter_config.json`` names, for sources that read it only
+    when a model is analysed (the Hub: 1 small request; local folders read it when resolved,
+    so their ``ref.bases`` already hold it)."""
+    _builtin()
+    scheme = _SOURCE_TO_SCHEME.get(ref.source, ref.source)
+    fetch = getattr(get_source(scheme), "adapter_links", None)
+    return tuple(fetch(ref, stats=stats)) if fetch is not None else ()
+
+
+def tensor_lookup(ref: ModelRef, *, wanted: Any = None, allow_bin: bool = False,
+                  stats: FetchStats | None = None) -> Any:
+    """A ``TensorLookup``: ``ref``'s tensors by name, each read on demand (Range reads on the
+    Hub, mmap locally) — the base model's side of fine-tune deltas (see ``sources.lookup``)."""
+    from .lookup import TensorLookup
+
+    _builtin()
+    return TensorLookup(ref, wanted=wanted, allow_bin=allow_bin, stats=stats, opener=open_model,
+                        hf=get_source("hf") if ref.source == "hf" else None)

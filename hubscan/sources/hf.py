@@ -49,7 +49,7 @@ __all__ = ["HfSource", "LIST_EXPAND", "parse_hf_uri", "resolve_url", "estimate_b
 
 #: What one listing page carries per model (no per-model call needed afterwards).
 LIST_EXPAND = ["sha", "siblings", "safetensors", "gguf", "config", "downloads", "likes", "tags", "library_name",
-               "pipeline_tag", "gated", "lastModified", "private", "cardData"]
+               "pipeline_tag", "gated", "lastModified", "private", "cardData", "baseModels"]
 
 _DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
                 "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1, "F8_E8M0": 1}
@@ -250,11 +250,18 @@ class HfSource:
         if meta["est_bytes"] is None and params and str(meta["quantization"]).startswith("gguf:"):
             meta["est_bytes"] = _gguf_bytes(params, meta["quantization"])
         arch = archs[0] if archs else (gg.get("architecture") if isinstance(gg.get("architecture"), str) else None)
+        from .evals import card_evals
+        from .lineage import card_links, hub_links, merge_links
+
+        card = getattr(info, "card_data", None)
+        bases = merge_links(hub_links(getattr(info, "base_models", None)), card_links(card, repo_files=sibs))
+        evals = card_evals(card)
         return ModelRef(
             source="hf", repo_id=info.id, revision=info.sha, files=files,
             arch=arch, model_type=(config or {}).get("model_type"),
             library=info.library_name, params=params, downloads=info.downloads,
             likes=info.likes, tags=tuple(info.tags or ()), gated=bool(info.gated), meta=meta, config=config,
+            bases=bases, evals=evals,
         )
 
     def _with_file_metadata(self, ref: ModelRef, stats: FetchStats | None) -> ModelRef:
@@ -274,6 +281,21 @@ class HfSource:
             lfs = getattr(i, "lfs", None)
             files.append(dataclasses.replace(f, size=lfs.size if lfs else i.size, sha256=lfs.sha256 if lfs else None))
         return dataclasses.replace(ref, files=tuple(files))
+
+    def adapter_links(self, ref: ModelRef, *, stats: FetchStats | None = None) -> tuple[Any, ...]:
+        """The base named by the repo's ``adapter_config.json`` (``adapter_config``: one
+        ``resolve`` request, a few hundred bytes, at the pinned commit); () when it has none.
+
+        For models the lake already holds (``engine.lineage.record_links``); an analysed
+        adapter's config is fetched once by the analysis and its links read from it.
+        """
+        from .lineage import adapter_links
+
+        return adapter_links(self.adapter_config(ref, stats=stats))
+
+    def local_path(self, ref: ModelRef, wf: WeightFile) -> Path | None:
+        """A weight file's bytes on this disk (the model's folder or the HF cache), if any."""
+        return self._local_copy(ref, wf)
 
     # -- reading
 

@@ -83,6 +83,29 @@ def _read_config(folder: Path) -> dict[str, Any] | None:
     return None
 
 
+def _card_fields(folder: Path) -> dict[str, Any]:
+    """``bases``/``evals`` from a model folder's ``README.md`` (its model card: ``base_model``,
+    ``model-index``) and ``adapter_config.json`` (PEFT's ``base_model_name_or_path``)."""
+    from .evals import card_evals
+    from .lineage import adapter_links, card_links, merge_links
+
+    card = None
+    readme = folder / "README.md"
+    if readme.is_file() and readme.stat().st_size < 10_000_000:
+        from huggingface_hub import ModelCard
+
+        try:
+            card = ModelCard.load(readme, ignore_metadata_errors=True).data
+        except Exception:  # noqa: BLE001 - a broken card just names no base and no result
+            card = None
+    from ..readers.adapter import read_adapter_config
+
+    adapter = read_adapter_config(folder)
+    names = [q.name for q in folder.iterdir() if q.is_file()] if folder.is_dir() else []
+    return {"bases": merge_links(card_links(card, repo_files=names), adapter_links(adapter)),
+            "evals": card_evals(card)}
+
+
 def _arch_fields(config: dict[str, Any] | None) -> dict[str, Any]:
     archs = (config or {}).get("architectures") or []
     return {"arch": archs[0] if isinstance(archs, list) and archs else None,
@@ -219,7 +242,7 @@ class LocalSource:
         return ModelRef(
             source="local", repo_id=name, revision=content_revision(hashes), files=files,
             params=_safetensors_params(paths), location=str(folder), meta=meta,
-            **_arch_fields(_read_config(folder)),
+            **_arch_fields(_read_config(folder)), **_card_fields(folder),
         )
 
     def open(self, ref: ModelRef, *, allow_bin: bool = True, stats: FetchStats | None = None,
@@ -282,6 +305,7 @@ class HfCacheSource:
             source="hf", repo_id=repo_id, revision=rev.commit_hash, files=tuple(files), location=str(snap),
             params=_safetensors_params([snap / p for p in paths]),
             meta={"cached": True, "refs": sorted(rev.refs)}, **_arch_fields(_read_config(snap)),
+            **_card_fields(snap),
         )
 
     def open(self, ref: ModelRef, *, allow_bin: bool = True, stats: FetchStats | None = None,

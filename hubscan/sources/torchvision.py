@@ -29,7 +29,7 @@ from ..net.http import is_offline
 from ..refs import ModelRef, TensorRef, WeightFile
 from .base import FetchStats, matches_files
 
-__all__ = ["TorchvisionSource", "TV_TASKS", "tv_cache_dir", "family_of"]
+__all__ = ["TorchvisionSource", "TV_TASKS", "tv_cache_dir", "family_of", "revision_of"]
 
 #: torchvision sub-modules → task names (``list_models(module=…)``).
 TV_TASKS = ("classification", "detection", "segmentation", "video", "optical_flow", "quantization")
@@ -72,6 +72,13 @@ def family_of(name: str) -> str:
     elif len(parts) > 1 and re.fullmatch(r"v\d", parts[1]):
         fam = f"{fam}_{parts[1]}"
     return fam
+
+
+def revision_of(weights: Any) -> str:
+    """A weight enum's revision: ``<WEIGHTS>-<hash prefix>`` (``IMAGENET1K_V2-11ad3fa6``),
+    the hash prefix torchvision embeds in the file name pinning the bytes."""
+    m = _HASH_RE.search(weights.url.rsplit("/", 1)[-1])
+    return f"{weights.name}-{m.group(1)}" if m else weights.name
 
 
 def _number(x: Any) -> float | None:
@@ -166,10 +173,14 @@ class TorchvisionSource:
             "est_bytes": int(w.meta["_file_size"] * 2**20) if w.meta.get("_file_size") else None,
             "gflops": w.meta.get("_ops"), "recipe": w.meta.get("recipe"), "default": is_default,
         }
+        from .evals import torchvision_evals
+        from .lineage import torchvision_links
+
         return ModelRef(
-            source="tv", repo_id=name, revision=f"{w.name}-{prefix}" if prefix else w.name,
+            source="tv", repo_id=name, revision=revision_of(w),
             files=(WeightFile(path=fname, url=url),), arch=name, model_type=family_of(name),
             library="torchvision", params=w.meta.get("num_params"), tags=(task, w.name), meta=meta,
+            bases=torchvision_links(w, revision_of=revision_of), evals=torchvision_evals(metrics, task=task),
         )
 
     # -- reading

@@ -69,7 +69,7 @@ def filter_models(repos: list[FakeRepo], q: Mapping[str, list[str]]) -> list[Fak
 
 def model_json(repo: FakeRepo, *, expand: Sequence[str] | None, full: bool = False,
                config: bool = False, blobs: bool = False, listing: bool = False,
-               rev: str | None = None) -> dict[str, Any]:
+               rev: str | None = None, card: bool = False) -> dict[str, Any]:
     """A repo as ``/api/models`` (``listing``) or ``/api/models/{repo}`` shows it, fields as ``expand`` asks."""
     sha, files = (repo.sha, repo.files) if rev is None else repo.snapshot(rev)  # type: ignore[misc]
 
@@ -107,6 +107,8 @@ def model_json(repo: FakeRepo, *, expand: Sequence[str] | None, full: bool = Fal
         "config": lambda: repo.config(files),
         "usedStorage": lambda: sum(f.size for f in files.values()),
         "cardData": lambda: repo.card_data(files) or {"tags": repo.tags},
+        "baseModels": lambda: repo.base_models(files),
+        "model-index": lambda: (repo.card_data(files) or {}).get("model-index"),
     }
     out: dict[str, Any] = {"_id": hashlib.md5(repo.repo_id.encode()).hexdigest()[:24], "id": repo.repo_id}
     if expand:
@@ -118,6 +120,8 @@ def model_json(repo: FakeRepo, *, expand: Sequence[str] | None, full: bool = Fal
             wanted += ["author", "sha", "lastModified", "gated", "disabled", "siblings"]
         if config:
             wanted += ["config"]
+        if card:
+            wanted += ["cardData"]
     else:
         wanted = ["author", "sha", "lastModified", "private", "gated", "disabled", "downloads", "likes",
                   "library_name", "tags", "pipeline_tag", "createdAt", "siblings", "safetensors", "config",
@@ -239,7 +243,9 @@ class CatalogueRoutes(BaseHandler):
         chunk = repos[start : start + page]
         full = (self._q.get("full") or [""])[0].lower() == "true"
         cfg = (self._q.get("config") or [""])[0].lower() == "true"
-        body = [self.hub.model_json(r, expand=self._expand(), full=full, config=cfg, listing=True) for r in chunk]
+        card = (self._q.get("cardData") or [""])[0].lower() == "true"
+        body = [self.hub.model_json(r, expand=self._expand(), full=full, config=cfg, listing=True, card=card)
+                for r in chunk]
         headers = dict(rl)
         if start + page < len(repos):
             q = [(k, v) for k, vs in self._q.items() if k != "cursor" for v in vs]

@@ -138,6 +138,35 @@ class FakeRepo:
             return None
         return data or None
 
+    def base_models(self, files: Mapping[str, FakeFile] | None = None) -> dict | None:
+        """The Hub's ``baseModels`` expand: ``{"relation": …, "models": [{"id": …}]}`` from the
+        card's ``base_model`` (a string or a list), or None when the card names none.
+
+        The relation is the card's ``base_model_relation`` when given; else the Hub's inference:
+        ``adapter`` when the repo has an ``adapter_config.json``, ``quantized`` when it holds GGUF
+        files or its ``config.json`` has a ``quantization_config``, ``merge`` when the card names
+        several base models, ``finetune`` otherwise.
+        """
+        files = files or self.files
+        card = self.card_data(files) or {}
+        bases = card.get("base_model")
+        if isinstance(bases, str):
+            bases = [bases]
+        if not isinstance(bases, list) or not bases:
+            return None
+        relation = card.get("base_model_relation")
+        if relation not in ("adapter", "merge", "quantized", "finetune"):
+            config = self.config(files) or {}
+            if "adapter_config.json" in files:
+                relation = "adapter"
+            elif any(p.endswith(".gguf") for p in files) or "quantization_config" in config:
+                relation = "quantized"
+            elif len(bases) > 1:
+                relation = "merge"
+            else:
+                relation = "finetune"
+        return {"relation": relation, "models": [{"id": str(b)} for b in bases]}
+
     def safetensors_info(self, files: Mapping[str, FakeFile] | None = None) -> dict | None:
         """Parameter counts per dtype over the top-level safetensors files (as the Hub does)."""
         params: dict[str, int] = {}
