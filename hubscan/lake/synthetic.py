@@ -248,11 +248,16 @@ def write_synthetic_lake(lake: "Lake", *, models: int = 10_000, layers: int = 10
             loc = np.repeat(arch_loc - 0.3 * np.array([u[1] == "r1" for u in analysed]), layers)
             alpha = np.maximum(1.05, rng.normal(loc, 1.2))
             k_tail = rng.integers(3, max(4, n_evals // 2), n * layers)
-            tail = rng.pareto(np.maximum(alpha - 1.0, 0.05)[:, None], (n * layers, n_evals))
+            # Eigenvalues from a power law of exponent alpha on [1, 1e6] (inverse CDF: no
+            # clipping, so no ties), times a per-layer scale.
+            a = alpha[:, None]
+            u = rng.random((n * layers, n_evals))
+            tail = (1.0 - u * (1.0 - 1e6 ** (1.0 - a))) ** (-1.0 / (a - 1.0))
             scale = rng.lognormal(0.0, 0.5, n * layers)
-            ev = np.sort(np.minimum(1.0 + tail, 1e6) * scale[:, None], axis=1).astype(np.float32)
+            ev = np.sort(tail * scale[:, None], axis=1).astype(np.float32)
             idx = np.arange(n * layers)
             xmin = ev[idx, n_evals - k_tail].astype(np.float64)
+            k_tail = (ev >= ev[idx, n_evals - k_tail][:, None]).sum(axis=1)  # float32 ties count
             lam_max = ev[:, -1].astype(np.float64)
             big_n = rng.integers(n_evals, 64 * n_evals, n * layers)
             total = ev.astype(np.float64).sum(axis=1)
