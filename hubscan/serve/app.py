@@ -445,7 +445,9 @@ def serve(options: ServeOptions, *, echo: Callable[[str], None] = print) -> None
     snap = catalog.snapshot
     echo(f"snapshot: {snap.counts['latest']:,} live models ({snap.counts['models']:,} analyses), "
          f"{snap.counts['layers']:,} layer rows in {snap.build_s:.1f} s")
-    threading.Thread(target=figures.warm_up, name="hubscan-serve-warm-up", daemon=True).start()
+    # In the main thread, before serving: a daemon thread still importing torch or compiling
+    # the KS kernel when Ctrl-C ends the process can crash the interpreter's shutdown.
+    figures.warm_up()
     catalog.start()
     app = create_app(options, catalog)
     host = f"[{options.host}]" if ":" in options.host else options.host

@@ -358,6 +358,8 @@ class Catalog:
         self._build_lock = threading.Lock()
         self._generation = 1
         self._listeners: list[Any] = []
+        self._building: duckdb.DuckDBPyConnection | None = None
+        self._closing = False
         try:
             self._snap = self._build_with_retries(1)
         except BaseException:
@@ -366,11 +368,17 @@ class Catalog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _connect_tracked(self) -> duckdb.DuckDBPyConnection:
+        con = (self._connect or self.lake.connect)()
+        self._building = con  # close() interrupts a build still running
+        return con
+
     def _build_with_retries(self, generation: int, attempts: int = 3) -> Snapshot:
         for attempt in range(attempts):
             try:
                 return build_snapshot(self.lake, self._dir, generation=generation,
-                                      memory_limit=self.memory_limit, connect=self._connect)
+                                      memory_limit=self.memory_limit,
+                                      connect=self._connect_tracked)
             except (duckdb.IOException, duckdb.InvalidInputException, OSError):
                 if attempt == attempts - 1:  # a compaction removed a listed file: list again
                     raise
@@ -413,6 +421,8 @@ class Catalog:
                 try:
                     self.refresh()
                 except Exception as exc:  # noqa: BLE001 - keep serving the old snapshot
+                    if self._closing:
+                        return
                     log.warning("snapshot refresh failed (serving the previous one): %s: %s",
                                 type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
 
@@ -420,8 +430,18 @@ class Catalog:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop watching (interrupting a rebuild in progress), close the snapshot, delete its
+        folder."""
+        self._closing = True
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            while self._thread.is_alive():
+                building = self._building
+                if building is not None:
+                    try:
+                        building.interrupt()
+                    except duckdb.Error:
+                        pass
+                self._thread.join(timeout=0.2)
         self.snapshot.retire()
         shutil.rmtree(self._dir, ignore_errors=True)

@@ -71,19 +71,22 @@ def test_archs_table_equals_the_reports(serve_lake, snap):
 
 
 def test_leaderboard_filter_and_sort_match_the_lake(serve_lake, snap):
-    expected = serve_lake.lake.query("""
+    expected = {r["repo_id"]: r["alpha_mean"] for r in serve_lake.lake.query("""
         SELECT m.repo_id, s.alpha_mean FROM models_latest m LEFT JOIN model_summary s USING (model_key)
-        WHERE m.arch = 'DemoMLP' ORDER BY s.alpha_mean DESC NULLS LAST, m.model_key DESC""").to_pylist()
-    with snap.cursor() as cur:
-        page = queries.leaderboard(cur, q(arch="DemoMLP", sort="alpha_mean", order="desc"), snap.caps)
-    assert page["total"] == len(expected) >= 3
-    assert [r["repo_id"] for r in page["rows"]] == [e["repo_id"] for e in expected]
-    assert all(close(r["alpha_mean"], e["alpha_mean"]) for r, e in zip(page["rows"], expected))
-    assert page["rows"][-1]["alpha_mean"] is None  # demo/empty: NULLs last, in both orders
-    with snap.cursor() as cur:
-        asc = queries.leaderboard(cur, q(arch="DemoMLP", sort="alpha_mean", order="asc"), snap.caps)
-    assert asc["rows"][-1]["alpha_mean"] is None
-    assert [r["repo_id"] for r in asc["rows"][:-1]] == [e["repo_id"] for e in reversed(expected[:-1])]
+        WHERE m.arch = 'DemoMLP'""").to_pylist()}
+    assert len(expected) >= 4 and None in expected.values()
+    for order in ("desc", "asc"):
+        with snap.cursor() as cur:
+            page = queries.leaderboard(cur, q(arch="DemoMLP", sort="alpha_mean", order=order), snap.caps)
+        assert page["total"] == len(expected)
+        got = [(r["repo_id"], r["alpha_mean"]) for r in page["rows"]]
+        assert {name for name, _ in got} == set(expected)
+        assert all(close(v, expected[name]) for name, v in got)
+        values = [v for _, v in got]
+        assert values[-1] is None  # demo/empty: NULLs last, in both orders
+        ranked = values[:-1]
+        step = (lambda a, b: a >= b - 1e-12) if order == "desc" else (lambda a, b: a <= b + 1e-12)
+        assert all(step(a, b) for a, b in zip(ranked, ranked[1:])), values
 
 
 @pytest.mark.parametrize("value", ["DemoMLP' OR '1'='1", "x'; DROP VIEW models; --", "%", "' OR 1=1 --"])
