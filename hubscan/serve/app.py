@@ -92,6 +92,17 @@ class Explorer:
         self._sql_lock = threading.Lock()
         self.templates = _env()
         catalog.on_swap(self._reconnect_sql)
+        catalog.on_swap(self.prerender)
+
+    def prerender(self, snap: Snapshot | None = None) -> None:
+        """Draw the lake-wide picture (alpha by architecture: seconds on a big lake) before
+        anyone asks, once per snapshot: at start and in the refresh thread after a rebuild."""
+        snap = snap or self.catalog.snapshot
+        try:
+            with snap.cursor() as cur:
+                figures.archs_svg(cur, self.cache, snap.signature)
+        except Exception as exc:  # noqa: BLE001 - the page draws it on demand instead
+            log.warning("could not pre-draw the architectures picture: %s", exc)
 
     def _reconnect_sql(self, snap: Snapshot) -> None:
         # Object-store views list their files when connecting: follow the new snapshot.
@@ -104,7 +115,7 @@ class Explorer:
     def page(self, request: Request, name: str, context: dict[str, Any], *,
              status: int = 200, snap: Snapshot | None = None) -> HTMLResponse:
         snap = snap or self.catalog.snapshot
-        ctx = {"request": request, "lake": self.catalog.lake.uri, "snap": snap,
+        ctx = {"request": request, "lake": self.options.lake, "snap": snap,
                "caps": snap.caps, "limits": self.limits, "nav": name.removesuffix(".html"),
                **context}
         html = self.templates.get_template(name).render(ctx)
@@ -413,6 +424,7 @@ class BackgroundServer:
     def start(self) -> "BackgroundServer":
         if self._warm:
             figures.warm_up()
+            self.app.explorer.prerender()  # type: ignore[attr-defined]
         self.catalog.start()
         self._thread.start()
         deadline = time.monotonic() + 30
@@ -448,8 +460,9 @@ def serve(options: ServeOptions, *, echo: Callable[[str], None] = print) -> None
     # In the main thread, before serving: a daemon thread still importing torch or compiling
     # the KS kernel when Ctrl-C ends the process can crash the interpreter's shutdown.
     figures.warm_up()
-    catalog.start()
     app = create_app(options, catalog)
+    app.explorer.prerender()  # type: ignore[attr-defined]
+    catalog.start()
     host = f"[{options.host}]" if ":" in options.host else options.host
     where = f"http://{host}:{options.port}/"
     if options.token:
