@@ -153,10 +153,10 @@ def main(argv: list[str] | None = None) -> dict:
         run("api /api/model", ["/api/model?" + urlencode({"key": k}) for k in models], "page/api")
         run("compare /compare (revisions)", ["/compare?" + urlencode({"a": a, "b": b}) for a, b in pairs], "page/api")
         run("api /api/compare", ["/api/compare?" + urlencode({"a": a, "b": b}) for a, b in pairs], "page/api")
-        run("layer /layer", ["/layer?" + urlencode({"key": k, "file": layer_of[k]["file"], "tensor": layer_of[k]["tensor"]})
-                             for k in models], "page/api")
-        run("api /api/layer", ["/api/layer?" + urlencode({"key": k, "file": layer_of[k]["file"],
-                                                          "tensor": layer_of[k]["tensor"]}) for k in models], "page/api")
+        layer_q = [urlencode({"key": k, "file": layer_of[k]["file"], "tensor": layer_of[k]["tensor"]})
+                   for k in models]
+        run("layer /layer", ["/layer?" + q for q in layer_q], "page/api")
+        run("api /api/layer", ["/api/layer?" + q for q in layer_q], "page/api")
         run("archs /archs", ["/archs"] * n, "page/api")
         run("changes /changes", ["/changes"] * n, "page/api")
         run("api /api/changes", ["/api/changes?since=2026-11-01"] * n, "page/api")

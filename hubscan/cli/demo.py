@@ -55,6 +55,6 @@ def demo_command(
     console.print(out)
     console.print(f"{table.num_rows} layers. Try: hubscan query --lake {lake} "
                   "\"SELECT * FROM arch_summary\"  or  hubscan report --lake "
-                  f"{lake} -o report.html")
+                  f"{lake} -o report.html  or  hubscan serve --lake {lake}")
     if summary.n_done + summary.n_skipped == 0:
         raise typer.Exit(1)

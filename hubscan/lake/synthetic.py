@@ -302,7 +302,8 @@ def write_synthetic_lake(lake: "Lake", *, models: int = 10_000, layers: int = 10
                 "spectral_norm": np.where(skip, nan, lam_max),
                 "log_spectral_norm": np.where(skip, nan, np.log10(lam_max)),
                 "alpha_weighted": np.where(fitted, alpha * np.log10(lam_max), nan),
-                "log_alpha_norm": np.where(fitted, np.log10(np.sum(ev.astype(np.float64) ** np.minimum(alpha, 8.0)[:, None], axis=1)), nan),
+                "log_alpha_norm": np.where(fitted, np.log10(np.sum(
+                    ev.astype(np.float64) ** np.minimum(alpha, 8.0)[:, None], axis=1)), nan),
                 "stable_rank": np.where(skip, nan, total / lam_max),
                 "matrix_rank": np.where(skip, None, n_evals),
                 "rank_loss": np.where(skip, None, 0), "weak_rank_loss": np.where(skip, None, 0),
@@ -318,7 +319,7 @@ def write_synthetic_lake(lake: "Lake", *, models: int = 10_000, layers: int = 10
                 "written_at": when[spec_sel],
             }
             # --- per-unit rows: models (commit marker) and model_files
-            alpha_block = np.where(np.tile(ok_mask, n), alpha, np.nan).reshape(n, layers) if n else np.zeros((0, layers))
+            alpha_block = np.where(np.tile(ok_mask, n), alpha, np.nan).reshape(n, layers)
             for j, (i, rev, latest) in enumerate(analysed):
                 a = alpha_block[j][ok_mask]
                 summary[(i, rev)] = (float(np.mean(a)), float(np.median(a)))
@@ -381,7 +382,8 @@ def write_synthetic_lake(lake: "Lake", *, models: int = 10_000, layers: int = 10
             "scan_id": f"synth-{seed}-{day}", "spec_name": "synthetic", "started_at": start,
             "finished_at": start + timedelta(hours=1), "status": "done", "n_planned": n_day,
             "n_skipped": 0, "n_done": n_day, "n_failed": 0, "written_at": start + timedelta(hours=1)}])))
-        path = lake.storage.path("scans", f"scan_date={day}", unit_file_name(f"synth:{seed}:scan:{day}", schema.version))
+        name = unit_file_name(f"synth:{seed}:scan:{day}", schema.version)
+        path = lake.storage.path("scans", f"scan_date={day}", name)
         lake.storage.write_atomic(path, encode_parquet(schema, t))
         files += 1
     return SynthReport(repos=models, units=len(units), layer_rows=rows,

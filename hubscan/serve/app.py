@@ -38,7 +38,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..errors import BadRequest, HubscanError, PageNotFound, QueryRefused, ServeError
+from ..errors import BadRequest, PageNotFound, QueryRefused, ServeError
 from . import figures, formats, queries
 from .catalog import Catalog, Snapshot
 from .options import ServeOptions

@@ -13,16 +13,17 @@ read-only as ``serve``:
                    ``serve.layers``), ``is_latest`` (in ``models_latest``), ``revision_seq`` and
                    ``previous_key`` (as the ``history`` view), ``pipeline_tag``, and the facets
                    filters use (``phases``, ``warning_labels``, ``formats``)
-``serve.layers``   the ``layers`` view's rows, the columns pages show, sorted by model
+``serve.layers``   the ``layers`` view's rows (every column, plus ``valid`` and
+                   ``has_spectrum``), sorted by model
 ``serve.files``    ``model_files`` with ``n_models``: how many models list the weight file
 ``serve.events``   ``repo_events``
 ``serve.archs``    the report's per-architecture table over the latest revisions
 ``serve.<t>``      ``lineage``, ``evals``, ``finetune_deltas`` when the lake has them
 =================  ===========================================================================
 
-A layer's full row and its eigenvalues are still read from the lake's views by key, with
-bound constants that DuckDB pushes down to the files' row-group statistics (~20 ms at 1M
-rows). The snapshot only ever reads the lake; the lake is never written.
+Only a picture's eigenvalues are still read from the lake (the ``spectra`` view by key, with
+bound constants that DuckDB pushes down to the files' row-group statistics: tens of ms at 1M
+rows), once per picture. The snapshot only ever reads the lake; the lake is never written.
 """
 
 from __future__ import annotations
@@ -59,14 +60,6 @@ OPTIONAL_RELATIONS = ("lineage", "evals", "finetune_deltas")
 #: The views' definition of a usable alpha (schemas/views.sql).
 VALID = "(status = 'ok' AND alpha IS NOT NULL AND NOT isnan(alpha))"
 
-#: Columns of the ``layers`` view kept in ``serve.layers`` (format columns are added when present).
-LAYER_COLUMNS = (
-    "model_key", "arch", "file", "file_sha256", "tensor", "longname", "layer_id", "kind", "dtype",
-    "status", "skip_reason", "N", "M", "rf", "Q", "num_evals", "alpha", "alpha_weighted",
-    "log_norm", "log_spectral_norm", "log_alpha_norm", "stable_rank", "D", "xmin", "xmax",
-    "sigma", "num_pl_spikes", "warning", "phase", "sigma_mp", "bulk_max", "weak_rank_loss",
-    "fitter", "convention", "analysis_version", "written_at", "computed_by",
-)
 _MEMORY = re.compile(r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$", re.IGNORECASE)
 
 
@@ -115,18 +108,22 @@ def _capabilities(con: duckdb.DuckDBPyConnection) -> Capabilities:
 
 def _build_statements(caps: Capabilities) -> list[str]:
     fmt = caps.format_columns
-    layer_cols = ", ".join(f'"{c}"' for c in (*LAYER_COLUMNS, *fmt))
     # Per-model facets of format/quantisation (issue 13), when the lake has the columns.
     fmt_parts = [f"list_sort(list_distinct(list(CAST({c} AS VARCHAR)) FILTER (WHERE {c} IS NOT NULL)))"
                  for c in ("quant_method", "source_format") if c in fmt]
     formats = ("list_sort(list_distinct(flatten([" + ", ".join(fmt_parts) + "])))"
                if fmt_parts else "CAST([] AS VARCHAR[])")
     out = [
-        # Sorted by model only (row-group zonemaps prune a model's rows; pages order the
-        # few rows they read): a full sort of a million wide rows costs seconds more.
+        # Every column of the layers view (a layer page needs no lookup in the lake), whether
+        # the lake keeps the layer's eigenvalues, and the views' valid-alpha flag. Sorted by
+        # model only: row-group zonemaps prune a model's rows and pages order the few rows
+        # they read; a full sort of a million wide rows costs seconds more.
         f"""CREATE TABLE serve.layers AS
-            SELECT {layer_cols}, {VALID} AS valid
-            FROM layers ORDER BY model_key""",
+            SELECT l.*, {VALID} AS valid,
+                   EXISTS (SELECT 1 FROM raw_spectra AS s WHERE s.file_sha256 = l.file_sha256
+                           AND s.tensor = l.tensor AND s.analysis_version = l.analysis_version)
+                       AS has_spectrum
+            FROM layers AS l ORDER BY model_key""",
         # The model_summary view's definitions (schemas/views.sql), from the copied rows;
         # tests/serve check every column against the view.
         f"""CREATE TABLE serve.summary AS
@@ -144,7 +141,8 @@ def _build_statements(caps: Capabilities) -> list[str]:
                        / nullif(count(*) FILTER (WHERE valid), 0) AS frac_alpha_2_6,
                    avg(alpha_weighted) FILTER (WHERE valid AND NOT isnan(alpha_weighted)) AS alpha_weighted_mean,
                    avg(log_norm) FILTER (WHERE analysed AND NOT isnan(log_norm)) AS log_norm_mean,
-                   avg(log_spectral_norm) FILTER (WHERE analysed AND NOT isnan(log_spectral_norm)) AS log_spectral_norm_mean,
+                   avg(log_spectral_norm) FILTER (WHERE analysed AND NOT isnan(log_spectral_norm))
+                       AS log_spectral_norm_mean,
                    avg(log_alpha_norm) FILTER (WHERE valid AND NOT isnan(log_alpha_norm)) AS log_alpha_norm_mean,
                    avg(stable_rank) FILTER (WHERE analysed AND NOT isnan(stable_rank)) AS stable_rank_mean,
                    count(*) FILTER (WHERE list_contains(warnings, 'over-trained')) AS n_over_trained,
@@ -243,7 +241,7 @@ class Snapshot:
             if self._closed:
                 raise LakeError("the explorer's snapshot was closed")
             self._users += 1
-        cur = self._con.cursor()
+            cur = self._con.cursor()  # one new DuckDB connection per request, made one at a time
         try:
             yield cur
         finally:

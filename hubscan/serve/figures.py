@@ -137,7 +137,8 @@ def layer_svg(cur, cache: FigureCache, kind: str, file_sha256: str, tensor: str,
 
         if row.get("status") == "skipped":
             return placeholder_svg(f"{tensor} was skipped ({row.get('skip_reason')})")
-        evals = queries.spectrum(cur, file_sha256, tensor, analysis_version)
+        evals = (queries.spectrum(cur, file_sha256, tensor, analysis_version)
+                 if row.get("has_spectrum") else None)
         if evals is None:
             return placeholder_svg("no spectrum stored for this layer (keep_spectra = false)")
         model = queries.rows(cur, "SELECT repo_id, model_key FROM serve.models WHERE model_key = ?",

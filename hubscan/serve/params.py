@@ -12,7 +12,7 @@ import binascii
 import json
 import math
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, Literal, Mapping
 from urllib.parse import urlencode
@@ -163,7 +163,6 @@ class LeaderboardQuery:
     page_size: int = 50
     after: Cursor | None = None
     before: Cursor | None = None
-    extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def parse(cls, params: Mapping[str, str], *, page_size: int, max_page_size: int) -> "LeaderboardQuery":

@@ -236,14 +236,11 @@ def _evals(cur, model: dict[str, Any], caps: Capabilities) -> list[dict[str, Any
 # One layer
 # --------------------------------------------------------------------------------------------
 def layer_detail(cur, key: str, file: str, tensor: str) -> dict[str, Any]:
-    """A model's layer: its full lake row (``file_layers`` by key), neighbours, sharing."""
+    """A model's layer: every column of its row, its neighbours, how widely its file is shared."""
     row = _one(cur, """SELECT * FROM serve.layers WHERE model_key = ? AND file = ? AND tensor = ?""",
                [key, file, tensor], f"no layer {tensor!r} in {file!r} of {key!r}")
     model = _one(cur, "SELECT * FROM serve.models WHERE model_key = ?", [key],
                  f"no model {key!r} in this lake")
-    full = rows(cur, """SELECT * FROM file_layers WHERE file_sha256 = $s AND tensor = $t
-                        AND analysis_version = $v""",
-                {"s": row["file_sha256"], "t": tensor, "v": row["analysis_version"]})
     order = rows(cur, """
         WITH o AS (SELECT file, tensor, layer_id,
                           lag(tensor) OVER w AS prev_tensor, lag(file) OVER w AS prev_file,
@@ -253,18 +250,8 @@ def layer_detail(cur, key: str, file: str, tensor: str) -> dict[str, Any]:
         SELECT * FROM o WHERE file = ? AND tensor = ?""", [key, tensor, file, tensor])
     shared = rows(cur, """SELECT n_models FROM serve.files WHERE model_key = ? AND file = ?""",
                   [key, file])
-    n_evals = spectrum_length(cur, row)
-    return {"model": model, "layer": {**(full[0] if full else {}), **row},
-            "neighbours": order[0] if order else {},
-            "n_models": shared[0]["n_models"] if shared else 1,
-            "n_stored_evals": n_evals}
-
-
-def spectrum_length(cur, row: dict[str, Any]) -> int | None:
-    got = rows(cur, """SELECT len(evals) AS n FROM spectra WHERE file_sha256 = $s AND tensor = $t
-                       AND analysis_version = $v LIMIT 1""",
-               {"s": row["file_sha256"], "t": row["tensor"], "v": row["analysis_version"]})
-    return got[0]["n"] if got else None
+    return {"model": model, "layer": row, "neighbours": order[0] if order else {},
+            "n_models": shared[0]["n_models"] if shared else 1}
 
 
 def spectrum(cur, file_sha256: str, tensor: str, analysis_version: str) -> list[float] | None:

@@ -122,7 +122,8 @@ def test_a_users_path_shows_the_lakes_numbers(server, browser, shots, serve_lake
     step(drv, shots, "2-filtered")
     mlp = {k: r for k, r in summary.items() if r["arch"] == "DemoMLP"}
     assert set(cells(drv, "#leaderboard td.arch")) == {"DemoMLP"}
-    assert {r.get_attribute("data-key") for r in drv.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr[data-key]")} == set(mlp)
+    shown = drv.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr[data-key]")
+    assert {r.get_attribute("data-key") for r in shown} == set(mlp)
 
     # 3. sort by mean alpha, descending (the header toggles the default ascending order)
     drv.find_element(By.ID, "sort-alpha_mean").click()
@@ -162,8 +163,9 @@ def test_a_users_path_shows_the_lakes_numbers(server, browser, shots, serve_lake
     drv.find_element(By.CSS_SELECTOR, "#history a.compare-link").click()
     WebDriverWait(drv, 30).until(lambda d: "/compare?" in d.current_url)
     step(drv, shots, "6-compare")
-    assert drv.find_element(By.ID, "mean-alpha-a").text == fmt(
-        lake.query("SELECT alpha_mean FROM model_summary WHERE model_key = ?", [serve_lake.old_key]).column(0)[0].as_py())
+    old_mean = lake.query("SELECT alpha_mean FROM model_summary WHERE model_key = ?",
+                          [serve_lake.old_key]).column(0)[0].as_py()
+    assert drv.find_element(By.ID, "mean-alpha-a").text == fmt(old_mean)
     assert drv.find_element(By.ID, "mean-alpha-b").text == fmt(summary[serve_lake.new_key]["alpha_mean"])
     expected = {r["tensor"]: r for r in lake.query("""
         SELECT a.tensor, b.alpha - a.alpha AS d_alpha, b.log_norm - a.log_norm AS d_log_norm

@@ -163,11 +163,12 @@ def test_model_detail_history_files_and_missing_relations(serve_lake, snap):
         d = queries.model_detail(cur, serve_lake.new_key, snap.caps, max_layers=1000)
         with pytest.raises(PageNotFound):
             queries.model_detail(cur, "local/none@x#y", snap.caps, max_layers=10)
-    layers = serve_lake.lake.query("SELECT tensor, alpha FROM layers WHERE model_key = ? ORDER BY file, layer_id, tensor",
-                                   [serve_lake.new_key]).to_pylist()
+    layers = serve_lake.lake.query("""SELECT tensor, alpha FROM layers WHERE model_key = ?
+                                      ORDER BY file, layer_id, tensor""", [serve_lake.new_key]).to_pylist()
     assert [(r["tensor"], r["alpha"]) for r in d["layers"]] == [(r["tensor"], r["alpha"]) for r in layers]
     assert [h["model_key"] for h in d["history"]] == [serve_lake.old_key, serve_lake.new_key]
-    old, new = (serve_lake.lake.query("SELECT alpha_mean FROM model_summary WHERE model_key = ?", [k]).column(0)[0].as_py()
+    old, new = (serve_lake.lake.query("SELECT alpha_mean FROM model_summary WHERE model_key = ?",
+                                      [k]).column(0)[0].as_py()
                 for k in (serve_lake.old_key, serve_lake.new_key))
     assert close(d["history"][1]["d_alpha_mean"], new - old)
     (f,) = d["files"]
@@ -188,7 +189,8 @@ def test_compare_deltas_equal_the_lake(serve_lake, snap):
     assert set(got) == set(expected) and expected
     for t, e in expected.items():
         assert close(got[t]["d_alpha"], e["d_alpha"]) and close(got[t]["d_log_norm"], e["d_log_norm"])
-    assert d["summary"]["matched"] == len([r for r in d["layers"] if r["layer_a"] is not None and r["layer_b"] is not None])
+    both = [r for r in d["layers"] if r["layer_a"] is not None and r["layer_b"] is not None]
+    assert d["summary"]["matched"] == len(both)
 
 
 def test_changes_lists_the_new_revision_and_repo_events(serve_lake, snap):
