@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -37,6 +38,20 @@ from hubscan.lake.synthetic import SYNTH_ARCHS, write_synthetic_lake
 from hubscan.serve import BackgroundServer, ServeOptions, figures
 
 GOALS_MS = {"page/api": 300.0, "plot cold": 1000.0, "plot cached": 50.0}
+
+#: The same numbers straight from the lake's views (what the explorer would cost without its
+#: snapshot), timed side by side with the API route that answers them.
+DIRECT = {
+    "api /api/models": """SELECT m.repo_id, s.alpha_mean FROM models_latest m
+                          JOIN model_summary s USING (model_key) WHERE m.arch = $arch
+                          ORDER BY s.n_warnings DESC, m.model_key DESC LIMIT 50""",
+    "api /api/model": """SELECT l.*, s.alpha_mean FROM layers l JOIN model_summary s USING (model_key)
+                         WHERE l.model_key = $a ORDER BY l.file, l.layer_id""",
+    "api /api/compare": """SELECT a.tensor, b.alpha - a.alpha AS d_alpha FROM
+                           (SELECT * FROM layers WHERE model_key = $a) a FULL JOIN
+                           (SELECT * FROM layers WHERE model_key = $b) b USING (tensor)""",
+    "archs /archs": "SELECT * FROM arch_summary",
+}
 
 
 class Client:
@@ -191,6 +206,25 @@ def main(argv: list[str] | None = None) -> dict:
         counts = dict(snap.counts)
         snapshot_s = snap.build_s
 
+    # The same questions asked of the lake's views directly, on this machine, right after.
+    direct: dict[str, dict] = {}
+    con = lake.connect()
+    for name, sql in DIRECT.items():
+        times = []
+        for i in range(max(3, n // 8)):
+            a, b = pairs[i % len(pairs)]
+            params = {k: v for k, v in {"arch": archs[i % len(archs)], "a": a, "b": b}.items()
+                      if re.search(rf"\${k}\b", sql)}
+            t1 = time.perf_counter()
+            con.execute(sql, params).fetchall()
+            times.append(time.perf_counter() - t1)
+        direct[name] = {**summarise(times),
+                        "explorer_p50_ms": results[name]["p50_ms"],
+                        "ratio_p50": round(pct([t * 1000 for t in times], 50) / results[name]["p50_ms"], 1)}
+        print(f"views directly for {name:28s} p50 {direct[name]['p50_ms']:7.1f} ms "
+              f"= {direct[name]['ratio_p50']}x the explorer's")
+    con.close()
+
     goals = {}
     for name, r in results.items():
         goal = GOALS_MS.get(r["group"])
@@ -209,6 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "archs_picture_at_start_s": round(archs_draw, 2),
                      "snapshot_counts": counts, "requests_per_route": n},
         "routes": results,
+        "views_directly": direct,
         "goals_ms": GOALS_MS,
         "p95_within_goal": goals,
     }

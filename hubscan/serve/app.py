@@ -105,11 +105,11 @@ class Explorer:
             log.warning("could not pre-draw the architectures picture: %s", exc)
 
     def _reconnect_sql(self, snap: Snapshot) -> None:
-        # Object-store views list their files when connecting: follow the new snapshot.
+        # Views list object-store files (and tables that had none) when connecting: follow
+        # the new snapshot. A query still running on the old box keeps it alive until done.
         new = SqlBox(self.catalog.lake, self.limits)
         with self._sql_lock:
-            old, self.sqlbox = self.sqlbox, new
-        old.close()
+            self.sqlbox = new
 
     # ------------------------------------------------------------------ rendering
     def page(self, request: Request, name: str, context: dict[str, Any], *,

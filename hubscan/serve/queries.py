@@ -331,20 +331,14 @@ def changes(cur, snap: Snapshot, since: date | None, *, limit: int = 200) -> dic
         FROM serve.models AS m JOIN serve.models AS p ON p.model_key = m.previous_key
         WHERE m.written_at >= $t
         ORDER BY abs(m.alpha_mean - p.alpha_mean) DESC NULLS LAST, m.repo_id LIMIT {lim}""", {"t": t0})
-    n_revisions = rows(cur, """SELECT count(*) AS n FROM serve.models
-                               WHERE written_at >= $t AND previous_key IS NOT NULL""", {"t": t0})[0]["n"]
     new_models = rows(cur, f"""
         SELECT model_key, source, repo_id, revision, arch, written_at, alpha_mean, n_warnings
         FROM serve.models WHERE written_at >= $t AND revision_seq = 1
         ORDER BY written_at DESC, repo_id LIMIT {lim}""", {"t": t0})
-    n_new = rows(cur, """SELECT count(*) AS n FROM serve.models
-                         WHERE written_at >= $t AND revision_seq = 1""", {"t": t0})[0]["n"]
     events = rows(cur, f"""
         SELECT source, repo_id, event, revision, previous_revision, new_repo_id, seen_at
         FROM serve.events WHERE seen_at >= $t AND event IN ('deleted', 'renamed', 'restored')
         ORDER BY seen_at DESC, repo_id LIMIT {lim}""", {"t": t0})
-    n_events = rows(cur, """SELECT count(*) AS n FROM serve.events WHERE seen_at >= $t
-                            AND event IN ('deleted', 'renamed', 'restored')""", {"t": t0})[0]["n"]
     warned = rows(cur, f"""
         SELECT m.model_key, m.repo_id, m.revision, p.model_key AS previous_key,
                p.n_warnings AS previous_warnings, m.n_warnings,
@@ -353,7 +347,13 @@ def changes(cur, snap: Snapshot, since: date | None, *, limit: int = 200) -> dic
         WHERE m.written_at >= $t AND (m.n_warnings > p.n_warnings
               OR len(list_filter(m.warning_labels, lambda x: NOT list_contains(p.warning_labels, x))) > 0)
         ORDER BY m.n_warnings - p.n_warnings DESC, m.repo_id LIMIT {lim}""", {"t": t0})
-    has_events = rows(cur, "SELECT count(*) AS n FROM serve.events")[0]["n"] > 0
-    return {"since": since, "revisions": revisions, "n_revisions": n_revisions,
-            "new_models": new_models, "n_new_models": n_new, "events": events,
-            "n_events": n_events, "has_events": has_events, "new_warnings": warned}
+    n = rows(cur, """
+        SELECT (SELECT count(*) FROM serve.models WHERE written_at >= $t
+                AND previous_key IS NOT NULL) AS revisions,
+               (SELECT count(*) FROM serve.models WHERE written_at >= $t AND revision_seq = 1) AS new,
+               (SELECT count(*) FROM serve.events WHERE seen_at >= $t
+                AND event IN ('deleted', 'renamed', 'restored')) AS events,
+               (SELECT count(*) FROM serve.events) AS all_events""", {"t": t0})[0]
+    return {"since": since, "revisions": revisions, "n_revisions": n["revisions"],
+            "new_models": new_models, "n_new_models": n["new"], "events": events,
+            "n_events": n["events"], "has_events": n["all_events"] > 0, "new_warnings": warned}
