@@ -18,7 +18,8 @@ read-only as ``serve``:
 ``serve.files``    ``model_files`` with ``n_models``: how many models list the weight file
 ``serve.events``   ``repo_events``
 ``serve.archs``    the report's per-architecture table over the latest revisions
-``serve.<t>``      ``lineage``, ``evals``, ``finetune_deltas`` when the lake has them
+``serve.<t>``      ``lineage``, ``lineage_links``, ``finetune_deltas``, ``evals``,
+                   ``model_evals`` when the lake has them
 =================  ===========================================================================
 
 Only a picture's eigenvalues are still read from the lake (the ``spectra`` view by key, with
@@ -55,8 +56,9 @@ log = logging.getLogger("hubscan.serve")
 
 #: Layer columns of issue 13's format/quantisation facts; used wherever the lake has them.
 FORMAT_COLUMNS = ("source_format", "quant_method", "bits", "expert")
-#: Relations of issue 14 (and later) that the model page reads when the lake has them.
-OPTIONAL_RELATIONS = ("lineage", "evals", "finetune_deltas")
+#: Relations of newer lakes that the model page reads when the lake has them (lineage links,
+#: fine-tune deltas, reported quality numbers); each is copied into the snapshot.
+OPTIONAL_RELATIONS = ("lineage", "lineage_links", "finetune_deltas", "evals", "model_evals")
 #: The views' definition of a usable alpha (schemas/views.sql).
 VALID = "(status = 'ok' AND alpha IS NOT NULL AND NOT isnan(alpha))"
 

@@ -187,49 +187,75 @@ def _first(cols: Sequence[str], *names: str) -> str | None:
 
 
 def _lineage(cur, model: dict[str, Any], caps: Capabilities) -> dict[str, Any] | None:
-    """Bases and derived models (fine-tunes, adapters, merges, quantised copies) from the
-    ``lineage`` relation, or None when the lake has none."""
-    if not caps.has("lineage"):
+    """Bases and derived models (fine-tunes, adapters, merges, quantised copies), or None when
+    the lake has no lineage. Reads ``lineage_links`` (one row per link) when the lake has it,
+    else ``lineage``; a link names its model by ``(source, repo_id[, revision])`` and its base
+    by ``(base_source, base_repo_id)``. Each row gets ``model_key``/``base_model_key`` of the
+    latest analysis of either side where the lake has one (for links in the page)."""
+    rel = next((r for r in ("lineage_links", "lineage") if caps.has(r)), None)
+    if rel is None:
         return None
-    cols = caps.relation_columns("lineage")
-    child = _first(cols, "model_key", "repo_id")
-    base = _first(cols, "base_model_key", "base_repo_id", "base_model", "base_id")
-    if child is None or base is None:
-        return {"bases": [], "derived": [], "note": "lineage columns not recognised: "
-                + ", ".join(cols)}
-    me = model["model_key"] if child == "model_key" else model["repo_id"]
-    me_base = model["model_key"] if base == "base_model_key" else model["repo_id"]
-    return {
-        "bases": rows(cur, f'SELECT * FROM serve.lineage WHERE "{child}" = ? LIMIT 200', [me]),
-        "derived": rows(cur, f'SELECT * FROM serve.lineage WHERE "{base}" = ? LIMIT 200', [me_base]),
-        "child_column": child, "base_column": base,
-    }
+    cols = caps.relation_columns(rel)
+    if not {"repo_id", "base_repo_id"} <= set(cols):
+        return {"relation": rel, "bases": [], "derived": [],
+                "note": f"{rel} columns not recognised: " + ", ".join(cols)}
+    mine = ['"repo_id" = $repo'] + (['"source" = $source'] if "source" in cols else [])
+    if "revision" in cols:
+        mine.append('("revision" IS NULL OR "revision" = $revision)')
+    theirs = ['"base_repo_id" = $repo'] + (['"base_source" = $source'] if "base_source" in cols else [])
+    src = "source" if "source" in cols else None
+    bsrc = "base_source" if "base_source" in cols else None
+    p = {"repo": model["repo_id"], "source": model["source"], "revision": model["revision"]}
+
+    def linked(where: list[str]) -> list[dict[str, Any]]:
+        params = {k: v for k, v in p.items() if f"${k}" in " ".join(where)}
+        return rows(cur, f"""
+            SELECT l.*,
+                   (SELECT m.model_key FROM serve.models AS m WHERE m.repo_id = l.repo_id
+                    {f'AND m.source = l.{src}' if src else ''} AND m.is_latest
+                    ORDER BY m.written_at DESC LIMIT 1) AS model_key_latest,
+                   (SELECT m.model_key FROM serve.models AS m WHERE m.repo_id = l.base_repo_id
+                    {f'AND m.source = l.{bsrc}' if bsrc else ''} AND m.is_latest
+                    ORDER BY m.written_at DESC LIMIT 1) AS base_model_key_latest
+            FROM serve.{rel} AS l WHERE {' AND '.join(where)}
+            ORDER BY l.repo_id, l.base_repo_id LIMIT 200""", params)
+
+    return {"relation": rel, "bases": linked(mine), "derived": linked(theirs)}
 
 
 def _deltas(cur, model: dict[str, Any], caps: Capabilities) -> list[dict[str, Any]] | None:
-    """Per-base summaries of the ``finetune_deltas`` rows of this model (None: none in the lake)."""
+    """Per-base summaries of the ``finetune_deltas`` rows of this model (None: none in the lake):
+    layers matched, mean Δα and mean Δ log-norm where the view has them."""
     if not caps.has("finetune_deltas"):
         return None
     cols = caps.relation_columns("finetune_deltas")
-    key = _first(cols, "model_key")
-    base = _first(cols, "base_model_key", "base_repo_id", "base_model")
-    if key is None or base is None:
+    if "model_key" not in cols or "base_model_key" not in cols:
         return []
     aggs = [f'avg("{c}") AS mean_{c}' for c in ("delta_alpha", "delta_log_norm") if c in cols]
-    return rows(cur, f"""SELECT "{base}" AS base, count(*) AS layers{''.join(', ' + a for a in aggs)}
-                         FROM serve.finetune_deltas WHERE "{key}" = ? GROUP BY 1 ORDER BY 1""",
+    return rows(cur, f"""SELECT base_model_key, count(*) AS layers{''.join(', ' + a for a in aggs)}
+                         FROM serve.finetune_deltas WHERE model_key = ? GROUP BY 1 ORDER BY 1""",
                 [model["model_key"]])
 
 
 def _evals(cur, model: dict[str, Any], caps: Capabilities) -> list[dict[str, Any]] | None:
+    """Reported quality numbers: ``model_evals`` (per analysed model) when the lake has it,
+    else ``evals`` by repo (and revision); None when it has neither."""
+    if caps.has("model_evals") and "model_key" in caps.relation_columns("model_evals"):
+        return rows(cur, "SELECT * FROM serve.model_evals WHERE model_key = ? LIMIT 200",
+                    [model["model_key"]])
     if not caps.has("evals"):
         return None
     cols = caps.relation_columns("evals")
-    key = _first(cols, "model_key", "repo_id")
-    if key is None:
+    if "model_key" in cols:
+        return rows(cur, "SELECT * FROM serve.evals WHERE model_key = ? LIMIT 200", [model["model_key"]])
+    if "repo_id" not in cols:
         return []
-    me = model["model_key"] if key == "model_key" else model["repo_id"]
-    return rows(cur, f'SELECT * FROM serve.evals WHERE "{key}" = ? LIMIT 200', [me])
+    where = ['repo_id = $repo'] + (['source = $source'] if "source" in cols else [])
+    if "revision" in cols:
+        where.append("(revision IS NULL OR revision = $revision)")
+    params = {k: v for k, v in {"repo": model["repo_id"], "source": model["source"],
+                                "revision": model["revision"]}.items() if f"${k}" in " ".join(where)}
+    return rows(cur, f"SELECT * FROM serve.evals WHERE {' AND '.join(where)} LIMIT 200", params)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ DuckDB query over the lake's views (or the report), never the code under test.""
 from __future__ import annotations
 
 import math
+from urllib.parse import quote
 
 import pytest
 
@@ -221,29 +222,57 @@ def test_newer_lake_relations_and_format_columns_are_read(serve_lake, tmp_path):
                          CASE WHEN repo_id = 'demo/mlp-13' THEN 'gptq' ELSE 'none' END AS quant_method,
                          'safetensors' AS source_format, 4 AS bits, CAST(NULL AS INTEGER) AS expert
                        FROM layers_base""")
-        con.execute("""CREATE VIEW lineage AS SELECT 'local' AS source, 'demo/mlp-13-mirror' AS repo_id,
-                         'demo/mlp-13' AS base_repo_id, 'quantized' AS relation""")
+        # the relations of issue 14's lake: one row per link, deltas per layer, evals per model
+        con.execute("""CREATE VIEW lineage_links AS SELECT 'local' AS source,
+                         'demo/mlp-13-mirror' AS repo_id, 'm1' AS revision, 'local' AS base_source,
+                         'demo/mlp-13' AS base_repo_id, NULL AS base_revision,
+                         'quantized' AS relation, ['hub:baseModels'] AS origins""")
         con.execute(f"""CREATE VIEW finetune_deltas AS SELECT '{serve_lake.new_key}' AS model_key,
                           '{serve_lake.old_key}' AS base_model_key, 'fc1.weight' AS tensor,
                           0.5 AS delta_alpha, 0.1 AS delta_log_norm""")
-        con.execute(f"""CREATE VIEW evals AS SELECT '{serve_lake.new_key}' AS model_key,
+        con.execute(f"""CREATE VIEW model_evals AS SELECT '{serve_lake.new_key}' AS model_key,
                           'cls' AS task, 'imagenet' AS dataset, 'acc@1' AS metric, 73.0 AS value""")
         return con
 
     s = build_snapshot(lake, str(tmp_path), connect=connect)
     try:
         assert s.caps.format_columns == ("source_format", "quant_method", "bits", "expert")
-        assert s.caps.relations == {"lineage", "finetune_deltas", "evals"}
+        assert s.caps.relations == {"lineage_links", "finetune_deltas", "model_evals"}
         with s.cursor() as cur:
             page = queries.leaderboard(cur, q(format="gptq"), s.caps)
             assert [r["repo_id"] for r in page["rows"]] == ["demo/mlp-13"]
             d = queries.model_detail(cur, serve_lake.new_key, s.caps, max_layers=10)
             assert [r["repo_id"] for r in d["lineage"]["derived"]] == ["demo/mlp-13-mirror"]
-            assert d["deltas"][0]["base"] == serve_lake.old_key and d["deltas"][0]["mean_delta_alpha"] == 0.5
+            assert d["lineage"]["derived"][0]["model_key_latest"] == serve_lake.mirror_key
+            assert d["lineage"]["bases"] == []
+            mirror = queries.model_detail(cur, serve_lake.mirror_key, s.caps, max_layers=10)
+            assert [(r["base_repo_id"], r["base_model_key_latest"]) for r in mirror["lineage"]["bases"]] \
+                == [("demo/mlp-13", serve_lake.new_key)]
+            assert d["deltas"][0]["base_model_key"] == serve_lake.old_key
+            assert d["deltas"][0]["mean_delta_alpha"] == 0.5
             assert d["evals"][0]["metric"] == "acc@1"
             assert "quant_method" in d["layers"][0]
     finally:
         s.retire()
+    # and the model page renders them (its template is strict: a missing name fails)
+    from hubscan.serve.app import Explorer
+    from hubscan.serve.options import ServeOptions
+
+    cat = Catalog(lake, refresh_s=0, connect=connect)
+    try:
+        ex = Explorer(ServeOptions(lake=str(serve_lake.path)), cat)
+        with cat.snapshot.cursor() as cur:
+            new = ex.page(None, "model.html", queries.model_detail(
+                cur, serve_lake.new_key, cat.snapshot.caps, max_layers=50)).body.decode()
+            mirror = ex.page(None, "model.html", queries.model_detail(
+                cur, serve_lake.mirror_key, cat.snapshot.caps, max_layers=50)).body.decode()
+        assert "none in this lake" not in new
+        assert "<th>quant_method</th>" in new and "<td>gptq</td>" in new
+        assert 'id="lineage-derived"' in new and 'id="deltas"' in new and "acc@1" in new
+        assert 'id="lineage-bases"' in mirror and "demo/mlp-13-mirror" in new
+        assert quote(serve_lake.new_key, safe="") in mirror  # the base links to its model page
+    finally:
+        cat.close()
     plain = build_snapshot(lake, str(tmp_path / "plain"))
     try:
         with plain.cursor() as cur, pytest.raises(BadRequest, match="no format"):
