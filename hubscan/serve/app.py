@@ -228,10 +228,10 @@ class Explorer:
 
     def sql(self, request: Request, p: dict[str, str]) -> Response:
         sql_text = p.get("q") or ""
-        fmt = p.get("format") or ("json" if request.url.path.startswith("/api/") else "html")
-        if fmt not in ("html", "json", "csv", "parquet"):
-            raise BadRequest("format: json, csv or parquet")
         api = request.url.path.startswith("/api/")
+        fmt = p.get("format") or ("json" if api else "html")
+        if fmt not in ("json", "csv", "parquet") and not (fmt == "html" and not api):
+            raise BadRequest("format: json, csv or parquet")
         result: SqlResult | None = None
         error: str | None = None
         if sql_text.strip():
@@ -275,14 +275,14 @@ class Explorer:
         snap = self.catalog.snapshot
         with snap.cursor() as cur:
             data, _ = figures.layer_svg(cur, self.cache, pp["kind"], pp["sha"], tensor[:-4],
-                                        pp["version"])
+                                        pp["version"], generation=snap.generation)
         return _svg(data)
 
     def profile_plot(self, request: Request, p: dict[str, str]) -> Response:
         key = required(p, "key")
         snap = self.catalog.snapshot
         with snap.cursor() as cur:
-            data, _ = figures.profile_svg(cur, self.cache, key)
+            data, _ = figures.profile_svg(cur, self.cache, key, generation=snap.generation)
         return _svg(data)
 
     def archs_plot(self, request: Request, p: dict[str, str]) -> Response:

@@ -2,8 +2,8 @@
 SVG, kept in a bounded cache.
 
 - per layer (``esd``, ``fit``, ``ks``): keyed by ``(kind, file_sha256, tensor,
-  analysis_version, written_at)`` — a weight file shared by many repos is drawn once, and a
-  refit (a newer row for the same key) is a new picture. The title names the model whose scan
+  analysis_version)`` and stamped with the row's ``written_at`` — a weight file shared by many
+  repos is drawn once, and a refit (a newer row for the same key) is a new picture. The title names the model whose scan
   computed the row (``computed_by``), so the cached bytes do not depend on which repo asked.
 - per model (``profile``: alpha by depth) and per lake (``archs``: alpha by architecture).
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -33,13 +34,26 @@ LAYER_KINDS = ("esd", "fit", "ks")
 _DRAW = threading.Lock()
 
 
+@dataclass
+class _Entry:
+    data: bytes
+    stamp: str       # what the picture was drawn from (the row's written_at, a file list)
+    seen: int        # the last snapshot generation in which ``stamp`` was checked
+
+
 class FigureCache:
-    """A thread-safe LRU of SVG bytes, bounded by ``max_entries`` and ``max_bytes``."""
+    """A thread-safe LRU of SVG bytes, bounded by ``max_entries`` and ``max_bytes``.
+
+    Each picture carries a *stamp* (the ``written_at`` of the row it was drawn from) and the
+    snapshot generation in which that stamp was last checked: within one generation a hit
+    costs a dictionary lookup (``peek``), across a rebuild the stamp is compared once more
+    (``get_or_render``) and a refit, whose row has a newer ``written_at``, is drawn anew.
+    """
 
     def __init__(self, *, max_entries: int = 512, max_bytes: int = 96 * 2**20) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._items: OrderedDict[tuple, _Entry] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self._inflight: dict[tuple, threading.Lock] = {}
@@ -52,44 +66,59 @@ class FigureCache:
     def nbytes(self) -> int:
         return self._bytes
 
-    def get(self, key: tuple) -> bytes | None:
+    def get(self, key: tuple, *, stamp: str = "", generation: int | None = None) -> bytes | None:
+        """The picture if cached with this ``stamp``; marks it checked in ``generation``."""
         with self._lock:
-            data = self._items.get(key)
-            if data is not None:
-                self._items.move_to_end(key)
-                self.hits += 1
-            return data
+            e = self._items.get(key)
+            if e is None or e.stamp != stamp:
+                return None
+            self._items.move_to_end(key)
+            if generation is not None:
+                e.seen = generation
+            self.hits += 1
+            return e.data
 
-    def put(self, key: tuple, data: bytes) -> None:
+    def peek(self, key: tuple, generation: int) -> bytes | None:
+        """The picture if its stamp was already checked in this snapshot ``generation``."""
+        with self._lock:
+            e = self._items.get(key)
+            if e is None or e.seen != generation:
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return e.data
+
+    def put(self, key: tuple, data: bytes, *, stamp: str = "", generation: int = 0) -> None:
         if len(data) > self.max_bytes:
             return
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self._bytes -= len(old)
-            self._items[key] = data
+                self._bytes -= len(old.data)
+            self._items[key] = _Entry(data, stamp, generation)
             self._bytes += len(data)
             while self._items and (len(self._items) > self.max_entries or self._bytes > self.max_bytes):
                 _, dropped = self._items.popitem(last=False)
-                self._bytes -= len(dropped)
+                self._bytes -= len(dropped.data)
 
-    def get_or_render(self, key: tuple, render: Callable[[], bytes]) -> tuple[bytes, bool]:
-        """The cached bytes, or ``render()`` once even when many requests ask at once.
-        Returns (bytes, was_cached)."""
-        data = self.get(key)
+    def get_or_render(self, key: tuple, render: Callable[[], bytes], *, stamp: str = "",
+                      generation: int = 0) -> tuple[bytes, bool]:
+        """The cached bytes (same ``stamp``), or ``render()`` once even when many requests ask
+        at once. Returns (bytes, was_cached)."""
+        data = self.get(key, stamp=stamp, generation=generation)
         if data is not None:
             return data, True
         with self._lock:
             gate = self._inflight.setdefault(key, threading.Lock())
         with gate:
-            data = self.get(key)
+            data = self.get(key, stamp=stamp, generation=generation)
             if data is not None:
                 return data, True
             with self._lock:
                 self.misses += 1
             try:
                 data = render()
-                self.put(key, data)
+                self.put(key, data, stamp=stamp, generation=generation)
             finally:
                 with self._lock:
                     self._inflight.pop(key, None)
@@ -124,13 +153,17 @@ def _layer_row(cur, file_sha256: str, tensor: str, analysis_version: str) -> dic
 
 
 def layer_svg(cur, cache: FigureCache, kind: str, file_sha256: str, tensor: str,
-              analysis_version: str) -> tuple[bytes, bool]:
+              analysis_version: str, *, generation: int = 0) -> tuple[bytes, bool]:
     """The ``kind`` picture of one weight-file tensor. Raises ``PageNotFound`` when the lake
-    has no such layer; returns a placeholder SVG when it cannot be drawn."""
+    has no such layer; returns a placeholder SVG when it cannot be drawn. ``generation`` is
+    the snapshot's: a picture already checked against it is served without a query."""
     if kind not in LAYER_KINDS:
         raise PageNotFound(f"no picture kind {kind!r} (one of {', '.join(LAYER_KINDS)})")
+    key = (kind, file_sha256, tensor, analysis_version)
+    hit = cache.peek(key, generation)
+    if hit is not None:
+        return hit, True
     row = _layer_row(cur, file_sha256, tensor, analysis_version)
-    key = (kind, file_sha256, tensor, analysis_version, str(row.get("written_at")))
 
     def render() -> bytes:
         from ..plots.source import LayerSpectrum
@@ -151,7 +184,7 @@ def layer_svg(cur, cache: FigureCache, kind: str, file_sha256: str, tensor: str,
         except HubscanError as exc:
             return placeholder_svg(str(exc).splitlines()[0])
 
-    return cache.get_or_render(key, render)
+    return cache.get_or_render(key, render, stamp=str(row.get("written_at")), generation=generation)
 
 
 def _draw(kind: str, ls: Any) -> Any:
@@ -168,8 +201,11 @@ def _draw(kind: str, ls: Any) -> Any:
     return ks_figure(ls)
 
 
-def profile_svg(cur, cache: FigureCache, model_key: str) -> tuple[bytes, bool]:
+def profile_svg(cur, cache: FigureCache, model_key: str, *, generation: int = 0) -> tuple[bytes, bool]:
     """Alpha along depth for one model (``plots.layers.plot_layers`` over the snapshot)."""
+    hit = cache.peek(("profile", model_key), generation)
+    if hit is not None:
+        return hit, True
     found = queries.rows(cur, "SELECT written_at FROM serve.models WHERE model_key = ?", [model_key])
     if not found:
         raise PageNotFound(f"no model {model_key!r} in this lake")
@@ -185,7 +221,8 @@ def profile_svg(cur, cache: FigureCache, model_key: str) -> tuple[bytes, bool]:
         except HubscanError as exc:
             return placeholder_svg(str(exc).splitlines()[0])
 
-    return cache.get_or_render(("profile", model_key, str(found[0]["written_at"])), render)
+    return cache.get_or_render(("profile", model_key), render, stamp=str(found[0]["written_at"]),
+                               generation=generation)
 
 
 def archs_svg(cur, cache: FigureCache, signature: str) -> tuple[bytes, bool]:
@@ -205,7 +242,7 @@ def archs_svg(cur, cache: FigureCache, signature: str) -> tuple[bytes, bool]:
         with _DRAW:
             return _svg(draw_alpha_groups(groups, by="arch"))
 
-    return cache.get_or_render(("archs", signature), render)
+    return cache.get_or_render(("archs",), render, stamp=signature)
 
 
 def warm_up() -> None:

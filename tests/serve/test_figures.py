@@ -37,6 +37,18 @@ def test_cache_is_bounded_in_entries_and_bytes_and_drops_the_least_recent():
     assert c.get(("huge",)) is None
 
 
+def test_a_picture_is_checked_once_per_snapshot_and_redrawn_after_a_refit():
+    c = figures.FigureCache()
+    c.put(("k",), b"<svg>1</svg>", stamp="written-1", generation=1)
+    assert c.peek(("k",), 1) == b"<svg>1</svg>"  # same snapshot: no question asked
+    assert c.peek(("k",), 2) is None  # a new snapshot: the stamp must be compared once
+    assert c.get(("k",), stamp="written-1", generation=2) == b"<svg>1</svg>"
+    assert c.peek(("k",), 2) == b"<svg>1</svg>"
+    data, cached = c.get_or_render(("k",), lambda: b"<svg>2</svg>", stamp="written-2", generation=3)
+    assert (data, cached) == (b"<svg>2</svg>", False)  # the row was rewritten (a refit)
+    assert len(c) == 1 and c.nbytes == len(b"<svg>2</svg>")
+
+
 def test_get_or_render_renders_a_key_once_under_concurrency():
     c = figures.FigureCache()
     calls = []

@@ -249,6 +249,7 @@ def test_a_plot_of_a_real_layer_is_svg(server, serve_lake):
     ("/api/compare?a=x&b=y", 404),
     ("/api/sql", 400),
     ("/api/sql?q=select+1&format=xml", 400),
+    ("/api/sql?q=select+1&format=html", 400),
     ("/plot/profile.svg", 400),
     ("/plot/profile.svg?key=nope", 404),
     ("/no/such/page", 404),
