@@ -134,12 +134,13 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"explorer up in {startup:.1f} s (snapshot {snap.build_s:.1f} s: "
               f"{snap.counts['layers']:,} layer rows, {snap.counts['models']:,} analyses)")
         c = Client(srv.url)
-        layer_of = {}
+        layer_of, other_of = {}, {}
         for k in models:  # a fitted layer of each model, for the layer page and its pictures
             _, _, body = c.get("/api/model?" + urlencode({"key": k}))
             d = json.loads(body)
             fitted = [l for l in d["layers"] if l["valid"]]
             layer_of[k] = fitted[len(fitted) // 2]
+            other_of[k] = fitted[0]  # for `hubscan plot`'s path: another layer, drawn cold too
         archs = [a for a, _ in SYNTH_ARCHS]
         results: dict[str, dict] = {}
 
@@ -227,6 +228,26 @@ def main(argv: list[str] | None = None) -> dict:
                         "ratio_p50": round(pct([t * 1000 for t in times], 50) / results[name]["p50_ms"], 1)}
         print(f"views directly for {name:28s} p50 {direct[name]['p50_ms']:7.1f} ms "
               f"= {direct[name]['ratio_p50']}x the explorer's")
+    # Pictures through `hubscan plot`'s own path (plots.plot_* over the lake's views, then SVG),
+    # of other layers of the same models (so they are drawn cold as well): what a cold picture
+    # costs without the explorer around it.
+    from hubscan.plots import esd as p_esd, fit as p_fit, ks as p_ks
+    from hubscan.plots._style import figure_bytes, style
+
+    for kind, plot in (("esd", p_esd.plot_esd), ("fit", p_fit.plot_fit), ("ks", p_ks.plot_ks)):
+        times = []
+        for k in models[: max(3, n // 8)]:
+            t1 = time.perf_counter()
+            fig = plot(con, k, other_of[k]["tensor"])
+            with style():
+                figure_bytes(fig, fmt="svg")
+            times.append(time.perf_counter() - t1)
+        route = f"plot {kind} cold"
+        name = f"hubscan plot {kind} (other layers, cold)"
+        direct[name] = {**summarise(times), "explorer_p50_ms": results[route]["p50_ms"],
+                        "ratio_p50": round(pct([t * 1000 for t in times], 50) / results[route]["p50_ms"], 2)}
+        print(f"{name:47s} p50 {direct[name]['p50_ms']:7.1f} ms "
+              f"= {direct[name]['ratio_p50']}x the explorer's cold picture")
     con.close()
 
     goals = {}
