@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with BackgroundServer(ServeOptions(lake=args.lake, port=0, refresh_s=0)) as srv:
             args.out.mkdir(parents=True, exist_ok=True)
-            drv.set_window_size(1320, 600)
+            drv.set_window_size(1440, 600)
             drv.get(srv.url + "/")
             WebDriverWait(drv, 60).until(lambda d: d.execute_script(ready))
             drv.save_screenshot(str(args.out / "serve_leaderboard.png"))

@@ -110,8 +110,10 @@ def _capabilities(con: duckdb.DuckDBPyConnection) -> Capabilities:
 
 def _build_statements(caps: Capabilities) -> list[str]:
     fmt = caps.format_columns
-    # Per-model facets of format/quantisation (issue 13), when the lake has the columns.
-    fmt_parts = [f"list_sort(list_distinct(list(CAST({c} AS VARCHAR)) FILTER (WHERE {c} IS NOT NULL)))"
+    # Per-model facets of format/quantisation (layers v2), when the lake has the columns: the
+    # file formats and the quantisation methods other than 'none' (plain float weights).
+    fmt_parts = [f"list_sort(list_distinct(list(CAST({c} AS VARCHAR)) FILTER "
+                 f"(WHERE {c} IS NOT NULL AND {c} <> 'none')))"
                  for c in ("quant_method", "source_format") if c in fmt]
     formats = ("list_sort(list_distinct(flatten([" + ", ".join(fmt_parts) + "])))"
                if fmt_parts else "CAST([] AS VARCHAR[])")

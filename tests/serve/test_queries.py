@@ -217,10 +217,10 @@ def test_newer_lake_relations_and_format_columns_are_read(serve_lake, tmp_path):
 
     def connect():
         con = lake.connect()
+        # layers v2 has the format columns: mark one repo's layers as GPTQ-quantised
         con.execute("CREATE TABLE layers_base AS SELECT * FROM layers")
-        con.execute("""CREATE OR REPLACE VIEW layers AS SELECT *,
-                         CASE WHEN repo_id = 'demo/mlp-13' THEN 'gptq' ELSE 'none' END AS quant_method,
-                         'safetensors' AS source_format, 4 AS bits, CAST(NULL AS INTEGER) AS expert
+        con.execute("""CREATE OR REPLACE VIEW layers AS SELECT * REPLACE (
+                         CASE WHEN repo_id = 'demo/mlp-13' THEN 'gptq' ELSE 'none' END AS quant_method)
                        FROM layers_base""")
         # the relations of issue 14's lake: one row per link, deltas per layer, evals per model
         con.execute("""CREATE VIEW lineage_links AS SELECT 'local' AS source,
@@ -273,7 +273,14 @@ def test_newer_lake_relations_and_format_columns_are_read(serve_lake, tmp_path):
         assert quote(serve_lake.new_key, safe="") in mirror  # the base links to its model page
     finally:
         cat.close()
-    plain = build_snapshot(lake, str(tmp_path / "plain"))
+    def old_lake():  # a lake of layers v1 files only: no format columns
+        con = lake.connect()
+        con.execute("CREATE TABLE layers_v1 AS SELECT * EXCLUDE (source_format, quant_method, bits, expert) FROM layers")
+        con.execute("CREATE OR REPLACE VIEW layers AS SELECT * FROM layers_v1")
+        return con
+
+    plain = build_snapshot(lake, str(tmp_path / "plain"), connect=old_lake)
+    assert plain.caps.format_columns == ()
     try:
         with plain.cursor() as cur, pytest.raises(BadRequest, match="no format"):
             queries.leaderboard(cur, q(format="gptq"), plain.caps)
