@@ -17,8 +17,12 @@ small and stable.
     │   ├── RateLimited                     429, after retries
     │   └── TransientFetchError             5xx / reset / cut / timeout, after retries
     ├── SpecError (ValueError)              a scan spec (TOML) is invalid
-    └── LakeError (OSError)                 the lake cannot be read or written safely
-        └── SchemaMismatch                  a file's schema is not the registered one
+    ├── LakeError (OSError)                 the lake cannot be read or written safely
+    │   └── SchemaMismatch                  a file's schema is not the registered one
+    └── ServeError (ValueError)             the explorer cannot start as asked (unsafe bind)
+        ├── BadRequest                      a request parameter is invalid (HTTP 400)
+        ├── PageNotFound (LookupError)      no such model, layer or picture (HTTP 404)
+        └── QueryRefused                    the SQL box refused or cut off a query (HTTP 400)
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ __all__ = [
     "SpecError",
     "LakeError",
     "SchemaMismatch",
+    "ServeError",
+    "BadRequest",
+    "PageNotFound",
+    "QueryRefused",
     "is_transient",
 ]
 
@@ -100,6 +108,23 @@ class LakeError(HubscanError, OSError):
 
 class SchemaMismatch(LakeError):
     """A Parquet file's schema differs from the registered schema version."""
+
+
+class ServeError(HubscanError, ValueError):
+    """``hubscan serve`` cannot start as asked (e.g. a public bind without a token)."""
+
+
+class BadRequest(ServeError):
+    """A request parameter is invalid; the message is the one line the client sees."""
+
+
+class PageNotFound(ServeError, LookupError):
+    """The lake has no such model, layer or picture."""
+
+
+class QueryRefused(ServeError):
+    """The SQL box refused a statement (a write, file access, a table function) or cut it off
+    at its time, row or size limit."""
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -20,8 +20,8 @@ app = typer.Typer(
 )
 
 # Sub-command modules; each defines its commands on `app` (or adds a sub-typer).
-_COMMAND_MODULES = ["analyze", "query", "listing", "scan", "schedule", "lake", "plot", "report", "demo",
-                    "evals"]
+_COMMAND_MODULES = ["analyze", "query", "listing", "scan", "schedule", "lake", "plot", "report", "serve",
+                    "demo", "evals"]
 for _name in _COMMAND_MODULES:
     try:
         importlib.import_module(f"hubscan.cli.{_name}")

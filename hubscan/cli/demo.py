@@ -82,7 +82,8 @@ def demo_command(
                   "α large. The resnet-ep* series' accuracy falls as its mean α rises.")
     console.print(f"Next: hubscan report --lake {lake} -o report.html  ·  "
                   f"hubscan plot series --lake {lake} -o series.png  ·  "
-                  f"hubscan plot esd hubscan-demo/resnet-ep50 --lake {lake} -o esd.png")
+                  f"hubscan plot esd hubscan-demo/resnet-ep50 --lake {lake} -o esd.png  ·  "
+                  f"hubscan serve --lake {lake}")
     if summary.n_done + summary.n_skipped == 0:
         raise typer.Exit(1)
 

@@ -1,6 +1,7 @@
-"""``hubscan lake stats | compact | check | sql``: keep a lake healthy for years.
+"""``hubscan lake stats | compact | check | sql | synth``: keep a lake healthy for years.
 
-Thin commands over ``hubscan.lake.stats``, ``.compact`` and ``.check``; see docs/lake.md.
+Thin commands over ``hubscan.lake.stats``, ``.compact`` and ``.check``; ``synth`` writes a
+generated lake of any size for benchmarks (``hubscan.lake.synthetic``); see docs/lake.md.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .query import LAKE_OPTION_HELP, STORAGE_OPTION_HELP, parse_storage_options
 
 __all__ = ["lake_app"]
 
-lake_app = typer.Typer(name="lake", help="Lake maintenance: stats, compact, check.",
+lake_app = typer.Typer(name="lake", help="Lake maintenance: stats, compact, check, sql, synth.",
                        no_args_is_help=True)
 app.add_typer(lake_app, name="lake")
 
@@ -134,3 +135,32 @@ def check_command(
 def sql_command(lake: str = _LAKE, storage_option: list[str] = _STORAGE) -> None:
     """Print the view definitions as a SQL script for the duckdb CLI."""
     sys.stdout.write(_open(lake, storage_option).sql_script())
+
+
+@lake_app.command("synth")
+def synth_command(
+    lake: str = typer.Option(..., "--lake", help="Where to write the generated lake (a new folder)."),
+    models: int = typer.Option(10_000, "--models", min=1, help="Repos to generate."),
+    layers: int = typer.Option(100, "--layers", min=1, help="Tensors per analysed weight file."),
+    evals: int = typer.Option(32, "--evals", min=8, help="Stored eigenvalues per analysed layer."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (the same seed writes the same lake)."),
+    compact: bool = typer.Option(True, "--compact/--no-compact", help="Compact the lake afterwards."),
+) -> None:
+    """Write a generated lake (synthetic numbers, real layout) for benchmarks: 10,000 repos x
+    100 layers is a million layer rows."""
+    import os
+
+    from ..lake import Lake
+    from ..lake.synthetic import write_synthetic_lake
+
+    if os.path.exists(lake) and os.listdir(lake):
+        _err.print(f"[red]synth:[/] {lake} exists and is not empty; give a new folder")
+        raise typer.Exit(1)
+    target = Lake(lake, fsync=False)
+    rep = write_synthetic_lake(target, models=models, layers=layers, n_evals=evals, seed=seed)
+    _out.print(f"wrote {rep.units:,} units of {rep.repos:,} repos: {rep.layer_rows:,} layer rows "
+               f"({rep.model_layer_rows:,} in the layers view), {rep.spectra_rows:,} spectra, "
+               f"{rep.files} files in {rep.seconds:.1f} s")
+    if compact:
+        c = target.compact()
+        _out.print(f"compacted: files {c.files_before} → {c.files_after} in {c.seconds:.1f} s")

@@ -14,7 +14,9 @@ the lake: ``plot_alpha`` (by architecture), ``plot_quality`` (mean alpha vs repo
 accuracy per family, with rank correlations), ``plot_series`` (mean metric vs a models
 column). Estimator: ``plot_calibration``.
 The numbers behind each figure come from ``hubscan.plots.data`` (pure functions) and
-``hubscan.plots.source`` (lake queries); the ``draw_*`` functions draw given numbers.
+``hubscan.plots.source`` (lake queries); the ``draw_*`` functions draw given numbers, and
+``esd_figure``/``fit_figure``/``ks_figure`` draw a layer already loaded as a
+``source.LayerSpectrum`` (what ``hubscan serve`` does).
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ __all__ = [
     "plot_esd", "plot_fit", "plot_ks", "plot_layers", "plot_alpha", "plot_series",
     "plot_calibration", "draw_esd", "draw_fit", "draw_ks", "draw_layers", "draw_alpha_groups",
     "draw_series", "save_figure", "figure_bytes", "PlotDataError", "plot_deltas", "draw_deltas",
-    "plot_quality", "draw_quality",
+    "plot_quality", "draw_quality", "esd_figure", "fit_figure", "ks_figure",
 ]
 
 _LAZY = {
-    "plot_esd": "esd", "draw_esd": "esd",
-    "plot_fit": "fit", "draw_fit": "fit",
-    "plot_ks": "ks", "draw_ks": "ks",
+    "plot_esd": "esd", "draw_esd": "esd", "esd_figure": "esd",
+    "plot_fit": "fit", "draw_fit": "fit", "fit_figure": "fit",
+    "plot_ks": "ks", "draw_ks": "ks", "ks_figure": "ks",
     "plot_layers": "layers", "draw_layers": "layers",
     "plot_alpha": "alpha", "draw_alpha_groups": "alpha",
     "plot_series": "series", "draw_series": "series",

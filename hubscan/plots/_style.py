@@ -43,6 +43,7 @@ _RC = {
     "legend.fontsize": 8,
     "legend.framealpha": 0.85,
     "svg.fonttype": "none",  # text stays text in SVG: smaller and searchable
+    "svg.hashsalt": "hubscan",  # element ids from content, not uuid4: the same figure, the same bytes
 }
 
 

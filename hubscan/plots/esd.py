@@ -18,7 +18,7 @@ from .data import MPCurve, esd_panels, power_law_pdf, tail_of
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["draw_esd", "plot_esd"]
+__all__ = ["draw_esd", "plot_esd", "esd_figure"]
 
 
 def draw_esd(evals: np.ndarray, *, title: str = "", bins: int | None = None,
@@ -95,8 +95,13 @@ def plot_esd(lake, model: str, layer: str | int | None = None, *, bins: int | No
     """
     from .source import LAKE_VIEWS, layer_spectrum
 
-    views = views or LAKE_VIEWS
-    ls = layer_spectrum(lake, model, layer, views=views)
+    return esd_figure(layer_spectrum(lake, model, layer, views=views or LAKE_VIEWS),
+                      bins=bins, mp=mp)
+
+
+def esd_figure(ls, *, bins: int | None = None, mp: bool = True) -> "Figure":
+    """The ESD figure of an already loaded ``source.LayerSpectrum`` (the web explorer reads
+    the row and eigenvalues itself, then draws exactly what ``plot_esd`` draws)."""
     r = ls.row
     return draw_esd(
         ls.evals, title=ls.title("ESD"), bins=bins,

@@ -17,7 +17,7 @@ from .data import FitCurves, power_law_curves
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["draw_fit", "plot_fit"]
+__all__ = ["draw_fit", "plot_fit", "fit_figure"]
 
 
 def draw_fit(curves: FitCurves, *, title: str = "", D: float | None = None,
@@ -59,8 +59,12 @@ def plot_fit(lake, model: str, layer: str | int | None = None, *,
     """PDF/CCDF fit figure of one layer in the lake, using the lake's alpha, xmin and xmax."""
     from .source import LAKE_VIEWS, layer_spectrum
 
-    views = views or LAKE_VIEWS
-    ls = layer_spectrum(lake, model, layer, views=views)
+    return fit_figure(layer_spectrum(lake, model, layer, views=views or LAKE_VIEWS),
+                      bins_per_decade=bins_per_decade)
+
+
+def fit_figure(ls, *, bins_per_decade: int = 10) -> "Figure":
+    """The PDF/CCDF figure of an already loaded ``source.LayerSpectrum``."""
     r = ls.row
     if r.get("alpha") is None or r.get("xmin") is None:
         from ..errors import HubscanError

@@ -18,7 +18,7 @@ from .data import KSCurve, ks_curve
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["draw_ks", "plot_ks", "compute_ks_curve"]
+__all__ = ["draw_ks", "plot_ks", "compute_ks_curve", "ks_figure"]
 
 
 def draw_ks(curve: KSCurve, *, title: str = "", xlabel: str = "candidate xmin") -> "Figure":
@@ -71,8 +71,11 @@ def plot_ks(lake, model: str, layer: str | int | None = None, *, views=None) -> 
     """KS-vs-xmin figure of one layer in the lake (refits its eigenvalues with its fitter)."""
     from .source import LAKE_VIEWS, layer_spectrum
 
-    views = views or LAKE_VIEWS
-    ls = layer_spectrum(lake, model, layer, views=views)
+    return ks_figure(layer_spectrum(lake, model, layer, views=views or LAKE_VIEWS))
+
+
+def ks_figure(ls) -> "Figure":
+    """The KS-vs-xmin figure of an already loaded ``source.LayerSpectrum``."""
     xmin = ls.row.get("xmin")
     curve = compute_ks_curve(ls.evals, fitter=ls.fitter,
                              xmin=None if xmin is None else float(xmin), **ls.fit_options)
