@@ -174,7 +174,9 @@ def test_model_detail_history_files_and_missing_relations(serve_lake, snap):
     assert close(d["history"][1]["d_alpha_mean"], new - old)
     (f,) = d["files"]
     assert f["n_models"] == 2 and [s["model_key"] for s in f["shared_with"]] == [serve_lake.mirror_key]
-    assert d["lineage"] is None and d["deltas"] is None and d["evals"] is None  # none in this lake
+    # the lake has the lineage, deltas and evals views (issue 14), but nothing for this model
+    assert d["lineage"]["bases"] == [] and d["lineage"]["derived"] == []
+    assert d["deltas"] == [] and d["evals"] == []
 
 
 def test_compare_deltas_equal_the_lake(serve_lake, snap):
@@ -211,8 +213,9 @@ def test_changes_lists_the_new_revision_and_repo_events(serve_lake, snap):
 
 
 def test_newer_lake_relations_and_format_columns_are_read(serve_lake, tmp_path):
-    """A lake with issue 13/14's relations (format columns, lineage, finetune_deltas, evals):
-    the snapshot copies them, the format filter works, the model page lists lineage."""
+    """The lake's issue 13/14 relations (format columns, lineage, finetune_deltas, evals), here
+    replaced by views with known rows: the snapshot copies them, the format filter works, the
+    model page lists lineage."""
     lake = serve_lake.lake
 
     def connect():
@@ -223,21 +226,21 @@ def test_newer_lake_relations_and_format_columns_are_read(serve_lake, tmp_path):
                          CASE WHEN repo_id = 'demo/mlp-13' THEN 'gptq' ELSE 'none' END AS quant_method)
                        FROM layers_base""")
         # the relations of issue 14's lake: one row per link, deltas per layer, evals per model
-        con.execute("""CREATE VIEW lineage_links AS SELECT 'local' AS source,
+        con.execute("""CREATE OR REPLACE VIEW lineage_links AS SELECT 'local' AS source,
                          'demo/mlp-13-mirror' AS repo_id, 'm1' AS revision, 'local' AS base_source,
                          'demo/mlp-13' AS base_repo_id, NULL AS base_revision,
                          'quantized' AS relation, ['hub:baseModels'] AS origins""")
-        con.execute(f"""CREATE VIEW finetune_deltas AS SELECT '{serve_lake.new_key}' AS model_key,
+        con.execute(f"""CREATE OR REPLACE VIEW finetune_deltas AS SELECT '{serve_lake.new_key}' AS model_key,
                           '{serve_lake.old_key}' AS base_model_key, 'fc1.weight' AS tensor,
                           0.5 AS delta_alpha, 0.1 AS delta_log_norm""")
-        con.execute(f"""CREATE VIEW model_evals AS SELECT '{serve_lake.new_key}' AS model_key,
+        con.execute(f"""CREATE OR REPLACE VIEW model_evals AS SELECT '{serve_lake.new_key}' AS model_key,
                           'cls' AS task, 'imagenet' AS dataset, 'acc@1' AS metric, 73.0 AS value""")
         return con
 
     s = build_snapshot(lake, str(tmp_path), connect=connect)
     try:
         assert s.caps.format_columns == ("source_format", "quant_method", "bits", "expert")
-        assert s.caps.relations == {"lineage_links", "finetune_deltas", "model_evals"}
+        assert {"lineage_links", "finetune_deltas", "model_evals"} <= s.caps.relations
         with s.cursor() as cur:
             page = queries.leaderboard(cur, q(format="gptq"), s.caps)
             assert [r["repo_id"] for r in page["rows"]] == ["demo/mlp-13"]
